@@ -1,0 +1,470 @@
+//! proto <-> domain, at the border. Every proto `Option` and enum is resolved here, once, and every
+//! invalid field becomes an error that names it (`messages[1].role`).
+
+use prost_types::value::Kind;
+use serde_json::Value;
+
+use super::error::ApiError;
+use crate::{
+    domain::{self as d, ModelGroup},
+    proto as pb,
+    router::{RouteInfo, Routed},
+};
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ApiError {
+    ApiError::InvalidArgument {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+fn in_range(field: &str, v: Option<f64>, lo: f64, hi: f64) -> Result<Option<f64>, ApiError> {
+    match v {
+        Some(x) if !(x.is_finite() && (lo..=hi).contains(&x)) => {
+            Err(invalid(field, format!("must be between {lo} and {hi}, got {x}")))
+        }
+        v => Ok(v),
+    }
+}
+
+fn model_group(model: String) -> Result<ModelGroup, ApiError> {
+    if model.trim().is_empty() {
+        return Err(invalid("model", "is required"));
+    }
+    Ok(ModelGroup::new(model))
+}
+
+pub fn chat_request(r: pb::ChatRequest) -> Result<d::ChatRequest, ApiError> {
+    let model = model_group(r.model)?;
+    if r.messages.is_empty() {
+        return Err(invalid("messages", "must contain at least one message"));
+    }
+    let messages = r
+        .messages
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| message(i, m))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(n) = r.n
+        && !(1..=128).contains(&n)
+    {
+        return Err(invalid("n", format!("must be between 1 and 128, got {n}")));
+    }
+    if r.max_tokens == Some(0) {
+        return Err(invalid("max_tokens", "must be at least 1"));
+    }
+    if r.stop.len() > 4 {
+        return Err(invalid(
+            "stop",
+            format!("at most 4 stop sequences, got {}", r.stop.len()),
+        ));
+    }
+    let tools = r
+        .tools
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            if t.name.is_empty() {
+                return Err(invalid(format!("tools[{i}].name"), "is required"));
+            }
+            Ok(d::Tool {
+                name: t.name,
+                description: non_empty(t.description),
+                parameters: t.parameters.map(struct_to_json),
+                strict: t.strict,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let tool_choice = match r.tool_choice.and_then(|c| c.choice) {
+        None => None,
+        Some(pb::tool_choice::Choice::Mode(m)) => match pb::ToolChoiceMode::try_from(m) {
+            Ok(pb::ToolChoiceMode::Auto) => Some(d::ToolChoice::Auto),
+            Ok(pb::ToolChoiceMode::None) => Some(d::ToolChoice::None),
+            Ok(pb::ToolChoiceMode::Required) => Some(d::ToolChoice::Required),
+            Ok(pb::ToolChoiceMode::Unspecified) => None,
+            Err(_) => return Err(invalid("tool_choice.mode", format!("unknown value {m}"))),
+        },
+        Some(pb::tool_choice::Choice::FunctionName(name)) => {
+            if !tools.iter().any(|t| t.name == name) {
+                return Err(invalid(
+                    "tool_choice.function_name",
+                    format!("names no tool in tools: {name:?}"),
+                ));
+            }
+            Some(d::ToolChoice::Function(name))
+        }
+    };
+    if matches!(tool_choice, Some(d::ToolChoice::Required)) && tools.is_empty() {
+        return Err(invalid(
+            "tool_choice.mode",
+            "TOOL_CHOICE_MODE_REQUIRED needs tools",
+        ));
+    }
+    let response_format = match r.response_format {
+        None => None,
+        Some(f) => match pb::ResponseFormatType::try_from(f.r#type) {
+            Ok(pb::ResponseFormatType::Unspecified) => None,
+            Ok(pb::ResponseFormatType::Text) => Some(d::ResponseFormat::Text),
+            Ok(pb::ResponseFormatType::JsonObject) => Some(d::ResponseFormat::JsonObject),
+            Ok(pb::ResponseFormatType::JsonSchema) => {
+                let s = f.json_schema.ok_or_else(|| {
+                    invalid(
+                        "response_format.json_schema",
+                        "is required with RESPONSE_FORMAT_TYPE_JSON_SCHEMA",
+                    )
+                })?;
+                if s.name.is_empty() {
+                    return Err(invalid("response_format.json_schema.name", "is required"));
+                }
+                Some(d::ResponseFormat::JsonSchema {
+                    name: s.name,
+                    description: non_empty(s.description),
+                    schema: s.schema.map(struct_to_json),
+                    strict: s.strict,
+                })
+            }
+            Err(_) => {
+                return Err(invalid(
+                    "response_format.type",
+                    format!("unknown value {}", f.r#type),
+                ));
+            }
+        },
+    };
+    Ok(d::ChatRequest {
+        model,
+        messages,
+        params: d::SamplingParams {
+            temperature: in_range("temperature", r.temperature, 0.0, 2.0)?,
+            top_p: in_range("top_p", r.top_p, 0.0, 1.0)?,
+            max_tokens: r.max_tokens,
+            stop: r.stop,
+            seed: r.seed,
+            n: r.n,
+            presence_penalty: in_range("presence_penalty", r.presence_penalty, -2.0, 2.0)?,
+            frequency_penalty: in_range("frequency_penalty", r.frequency_penalty, -2.0, 2.0)?,
+        },
+        tools,
+        tool_choice,
+        response_format,
+        user: non_empty(r.user),
+        metadata: r.metadata.into_iter().collect(),
+    })
+}
+
+fn message(i: usize, m: pb::Message) -> Result<d::Message, ApiError> {
+    let role = match pb::Role::try_from(m.role) {
+        Ok(pb::Role::System) => d::Role::System,
+        Ok(pb::Role::User) => d::Role::User,
+        Ok(pb::Role::Assistant) => d::Role::Assistant,
+        Ok(pb::Role::Tool) => d::Role::Tool,
+        Ok(pb::Role::Developer) => d::Role::Developer,
+        Ok(pb::Role::Unspecified) => return Err(invalid(format!("messages[{i}].role"), "is required")),
+        Err(_) => {
+            return Err(invalid(
+                format!("messages[{i}].role"),
+                format!("unknown value {}", m.role),
+            ));
+        }
+    };
+    let content = if m.parts.is_empty() {
+        d::Content::Text(m.content)
+    } else {
+        if !m.content.is_empty() {
+            return Err(invalid(
+                format!("messages[{i}].parts"),
+                "set either content or parts, not both",
+            ));
+        }
+        let parts = m
+            .parts
+            .into_iter()
+            .enumerate()
+            .map(|(j, p)| match p.part {
+                Some(pb::content_part::Part::Text(t)) => Ok(d::ContentPart::Text(t)),
+                Some(pb::content_part::Part::ImageUrl(img)) => {
+                    if img.url.is_empty() {
+                        return Err(invalid(
+                            format!("messages[{i}].parts[{j}].image_url.url"),
+                            "is required",
+                        ));
+                    }
+                    let detail = match pb::ImageDetail::try_from(img.detail) {
+                        Ok(pb::ImageDetail::Unspecified) => None,
+                        Ok(pb::ImageDetail::Auto) => Some(d::ImageDetail::Auto),
+                        Ok(pb::ImageDetail::Low) => Some(d::ImageDetail::Low),
+                        Ok(pb::ImageDetail::High) => Some(d::ImageDetail::High),
+                        Err(_) => {
+                            return Err(invalid(
+                                format!("messages[{i}].parts[{j}].image_url.detail"),
+                                format!("unknown value {}", img.detail),
+                            ));
+                        }
+                    };
+                    Ok(d::ContentPart::Image { url: img.url, detail })
+                }
+                None => Err(invalid(format!("messages[{i}].parts[{j}]"), "is empty")),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        d::Content::Parts(parts)
+    };
+    let tool_call_id = non_empty(m.tool_call_id);
+    if role == d::Role::Tool && tool_call_id.is_none() {
+        return Err(invalid(
+            format!("messages[{i}].tool_call_id"),
+            "is required for role tool",
+        ));
+    }
+    let tool_calls = m
+        .tool_calls
+        .into_iter()
+        .enumerate()
+        .map(|(j, c)| {
+            if c.id.is_empty() || c.name.is_empty() {
+                return Err(invalid(
+                    format!("messages[{i}].tool_calls[{j}]"),
+                    "id and name are required",
+                ));
+            }
+            Ok(d::ToolCall {
+                id: c.id,
+                name: c.name,
+                arguments: c.arguments,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if !tool_calls.is_empty() && role != d::Role::Assistant {
+        return Err(invalid(
+            format!("messages[{i}].tool_calls"),
+            "only assistant messages carry tool calls",
+        ));
+    }
+    Ok(d::Message {
+        role,
+        content,
+        name: non_empty(m.name),
+        tool_calls,
+        tool_call_id,
+    })
+}
+
+pub fn embed_request(r: pb::EmbedRequest) -> Result<d::EmbedRequest, ApiError> {
+    let model = model_group(r.model)?;
+    if r.input.is_empty() {
+        return Err(invalid("input", "must contain at least one text"));
+    }
+    if let Some(i) = r.input.iter().position(String::is_empty) {
+        return Err(invalid(format!("input[{i}]"), "must not be empty"));
+    }
+    if r.dimensions == Some(0) {
+        return Err(invalid("dimensions", "must be at least 1"));
+    }
+    Ok(d::EmbedRequest {
+        model,
+        input: r.input,
+        dimensions: r.dimensions,
+        user: non_empty(r.user),
+        metadata: r.metadata.into_iter().collect(),
+    })
+}
+
+fn struct_to_json(s: prost_types::Struct) -> Value {
+    Value::Object(s.fields.into_iter().map(|(k, v)| (k, value_to_json(v))).collect())
+}
+
+fn value_to_json(v: prost_types::Value) -> Value {
+    match v.kind {
+        None | Some(Kind::NullValue(_)) => Value::Null,
+        Some(Kind::BoolValue(b)) => Value::Bool(b),
+        // Struct numbers are doubles; integral ones go back out as integers (JSON Schema `minimum: 1`).
+        Some(Kind::NumberValue(n)) if n.fract() == 0.0 && n.abs() < 9.0e15 => Value::from(n as i64),
+        Some(Kind::NumberValue(n)) => serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number),
+        Some(Kind::StringValue(s)) => Value::String(s),
+        Some(Kind::ListValue(l)) => Value::Array(l.values.into_iter().map(value_to_json).collect()),
+        Some(Kind::StructValue(s)) => struct_to_json(s),
+    }
+}
+
+// ---------------------------------------------------------------- domain -> proto
+
+fn role(r: d::Role) -> i32 {
+    (match r {
+        d::Role::System => pb::Role::System,
+        d::Role::User => pb::Role::User,
+        d::Role::Assistant => pb::Role::Assistant,
+        d::Role::Tool => pb::Role::Tool,
+        d::Role::Developer => pb::Role::Developer,
+    }) as i32
+}
+
+fn finish_reason(f: Option<d::FinishReason>) -> i32 {
+    (match f {
+        None => pb::FinishReason::Unspecified,
+        Some(d::FinishReason::Stop) => pb::FinishReason::Stop,
+        Some(d::FinishReason::Length) => pb::FinishReason::Length,
+        Some(d::FinishReason::ToolCalls) => pb::FinishReason::ToolCalls,
+        Some(d::FinishReason::ContentFilter) => pb::FinishReason::ContentFilter,
+    }) as i32
+}
+
+pub fn error_class(c: d::ErrorClass) -> pb::ErrorClass {
+    use d::ErrorClass as E;
+    match c {
+        E::RateLimited => pb::ErrorClass::RateLimited,
+        E::Overloaded => pb::ErrorClass::Overloaded,
+        E::ContextWindowExceeded => pb::ErrorClass::ContextWindowExceeded,
+        E::ContentPolicy => pb::ErrorClass::ContentPolicy,
+        E::Authentication => pb::ErrorClass::Authentication,
+        E::BadRequest => pb::ErrorClass::BadRequest,
+        E::NotFound => pb::ErrorClass::NotFound,
+        E::Timeout => pb::ErrorClass::Timeout,
+        E::ServerError => pb::ErrorClass::ServerError,
+        E::Connection => pb::ErrorClass::Connection,
+        E::MalformedResponse => pb::ErrorClass::MalformedResponse,
+    }
+}
+
+pub fn usage(u: &d::Usage) -> pb::Usage {
+    pb::Usage {
+        prompt_tokens: u.prompt_tokens,
+        completion_tokens: u.completion_tokens,
+        total_tokens: u.total_tokens,
+        cached_prompt_tokens: u.cached_prompt_tokens,
+        cache_creation_prompt_tokens: u.cache_creation_prompt_tokens,
+        reasoning_tokens: u.reasoning_tokens,
+    }
+}
+
+pub fn route(r: &RouteInfo, cost: d::Cost) -> pb::Route {
+    pb::Route {
+        model_group: r.group.to_string(),
+        deployment_id: r.deployment.to_string(),
+        provider: r.provider.to_string(),
+        upstream_model: r.upstream_model.clone(),
+        attempts: r.attempts.len() as u32,
+        attempt_log: r
+            .attempts
+            .iter()
+            .map(|a| pb::Attempt {
+                deployment_id: a.deployment.to_string(),
+                error_class: a.error.map_or(pb::ErrorClass::Unspecified, error_class) as i32,
+                duration_ms: u32::try_from(a.duration.as_millis()).unwrap_or(u32::MAX),
+            })
+            .collect(),
+        cost_nano_usd: cost.nano_usd(),
+        cost_usd: cost.usd(),
+        cache_hit: false,
+        fallbacks: Vec::new(),
+    }
+}
+
+fn message_out(m: d::Message) -> pb::Message {
+    let (content, parts) = match m.content {
+        d::Content::Text(t) => (t, Vec::new()),
+        d::Content::Parts(p) => (
+            String::new(),
+            p.into_iter()
+                .map(|p| pb::ContentPart {
+                    part: Some(match p {
+                        d::ContentPart::Text(t) => pb::content_part::Part::Text(t),
+                        d::ContentPart::Image { url, .. } => {
+                            pb::content_part::Part::ImageUrl(pb::ImageUrl { url, detail: 0 })
+                        }
+                    }),
+                })
+                .collect(),
+        ),
+    };
+    pb::Message {
+        role: role(m.role),
+        content,
+        parts,
+        name: m.name.unwrap_or_default(),
+        tool_calls: m
+            .tool_calls
+            .into_iter()
+            .map(|c| pb::ToolCall {
+                id: c.id,
+                name: c.name,
+                arguments: c.arguments,
+            })
+            .collect(),
+        tool_call_id: m.tool_call_id.unwrap_or_default(),
+    }
+}
+
+pub fn chat_response(r: Routed<d::ChatResponse>, cost: d::Cost) -> pb::ChatResponse {
+    let v = r.value;
+    pb::ChatResponse {
+        id: v.id,
+        model: v.model,
+        created: v.created,
+        usage: Some(usage(&v.usage)),
+        route: Some(route(&r.route, cost)),
+        choices: v
+            .choices
+            .into_iter()
+            .map(|c| pb::Choice {
+                index: c.index,
+                finish_reason: finish_reason(c.finish_reason),
+                message: Some(message_out(c.message)),
+            })
+            .collect(),
+        system_fingerprint: v.system_fingerprint.unwrap_or_default(),
+    }
+}
+
+pub fn chat_chunk(c: d::ChatChunk) -> pb::ChatChunk {
+    pb::ChatChunk {
+        id: c.id,
+        model: c.model,
+        created: c.created,
+        usage: c.usage.as_ref().map(usage),
+        route: None,
+        choices: c
+            .choices
+            .into_iter()
+            .map(|ch| pb::ChunkChoice {
+                index: ch.index,
+                finish_reason: finish_reason(ch.finish_reason),
+                delta: Some(pb::Delta {
+                    role: ch.delta.role.map_or(0, role),
+                    content: ch.delta.content.unwrap_or_default(),
+                    tool_calls: ch
+                        .delta
+                        .tool_calls
+                        .into_iter()
+                        .map(|t| pb::ToolCallDelta {
+                            index: t.index,
+                            id: t.id.unwrap_or_default(),
+                            name: t.name.unwrap_or_default(),
+                            arguments: t.arguments.unwrap_or_default(),
+                        })
+                        .collect(),
+                }),
+            })
+            .collect(),
+    }
+}
+
+pub fn embed_response(r: Routed<d::EmbedResponse>, cost: d::Cost) -> pb::EmbedResponse {
+    let v = r.value;
+    pb::EmbedResponse {
+        model: v.model,
+        usage: Some(usage(&v.usage)),
+        route: Some(route(&r.route, cost)),
+        data: v
+            .data
+            .into_iter()
+            .enumerate()
+            .map(|(i, vector)| pb::Embedding {
+                index: i as u32,
+                vector,
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,170 @@
+//! THE mapping of every error a request can meet to a gRPC status (HTTP follows from it): the right
+//! code, a message that names the problem, and `google.rpc.ErrorInfo` with a stable reason
+//! (plus `RetryInfo` where a retry makes sense). Internal detail stays in logs and spans.
+
+use std::{collections::HashMap, time::Duration};
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::{
+    auth::AuthError,
+    domain::ErrorClass,
+    router::{AttemptRecord, RouteError},
+};
+
+/// `google.rpc.ErrorInfo.domain` of every error we produce.
+pub const ERROR_DOMAIN: &str = "switchboard";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("invalid {field}: {message}")]
+    InvalidArgument { field: String, message: String },
+    #[error(transparent)]
+    Unauthenticated(#[from] AuthError),
+    #[error(transparent)]
+    Route(#[from] RouteError),
+}
+
+/// The pieces of a status, shared by the gRPC and (later) HTTP renderings.
+struct Mapped {
+    code: Code,
+    reason: &'static str,
+    message: String,
+    metadata: HashMap<String, String>,
+    retry_after: Option<Duration>,
+    field: Option<String>,
+}
+
+fn attempts_summary(attempts: &[AttemptRecord]) -> String {
+    attempts
+        .iter()
+        .map(|a| match a.error {
+            Some(class) => format!("{} ({class})", a.deployment),
+            None => format!("{} (ok)", a.deployment),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl ApiError {
+    fn mapped(&self) -> Mapped {
+        let m = |code, reason, message: String| Mapped {
+            code,
+            reason,
+            message,
+            metadata: HashMap::new(),
+            retry_after: None,
+            field: None,
+        };
+        match self {
+            ApiError::InvalidArgument { field, message } => Mapped {
+                field: Some(field.clone()),
+                metadata: HashMap::from([("field".into(), field.clone())]),
+                ..m(
+                    Code::InvalidArgument,
+                    "INVALID_REQUEST",
+                    format!("invalid {field}: {message}"),
+                )
+            },
+            ApiError::Unauthenticated(e) => m(Code::Unauthenticated, e.reason(), e.to_string()),
+            ApiError::Route(RouteError::UnknownGroup(g)) => Mapped {
+                metadata: HashMap::from([("model".into(), g.to_string())]),
+                ..m(
+                    Code::NotFound,
+                    "MODEL_NOT_FOUND",
+                    format!("model group {:?} does not exist", g.as_str()),
+                )
+            },
+            ApiError::Route(RouteError::Rejected { error, attempts }) => {
+                let (reason, what) = match error.class {
+                    ErrorClass::ContextWindowExceeded => (
+                        "CONTEXT_WINDOW_EXCEEDED",
+                        "the prompt does not fit the model's context window",
+                    ),
+                    ErrorClass::ContentPolicy => (
+                        "CONTENT_POLICY_VIOLATION",
+                        "the provider's content policy refused the request",
+                    ),
+                    _ => (
+                        "UPSTREAM_BAD_REQUEST",
+                        "the provider rejected the request as invalid",
+                    ),
+                };
+                let dep = attempts
+                    .last()
+                    .map(|a| a.deployment.to_string())
+                    .unwrap_or_default();
+                Mapped {
+                    metadata: HashMap::from([("deployment".into(), dep.clone())]),
+                    ..m(
+                        Code::InvalidArgument,
+                        reason,
+                        format!("{what} (deployment {dep})"),
+                    )
+                }
+            }
+            ApiError::Route(RouteError::Exhausted { last, attempts }) => {
+                let summary = attempts_summary(attempts);
+                let all_rate_limited = attempts.iter().all(|a| a.error == Some(ErrorClass::RateLimited));
+                let metadata = HashMap::from([("attempts".into(), summary.clone())]);
+                if all_rate_limited {
+                    Mapped {
+                        metadata,
+                        retry_after: Some(last.retry_after.unwrap_or(Duration::from_secs(1))),
+                        ..m(
+                            Code::ResourceExhausted,
+                            "UPSTREAM_RATE_LIMITED",
+                            format!("every deployment is rate limited: {summary}"),
+                        )
+                    }
+                } else {
+                    Mapped {
+                        metadata,
+                        ..m(
+                            Code::Unavailable,
+                            "ALL_DEPLOYMENTS_FAILED",
+                            format!("all {} attempts failed: {summary}", attempts.len()),
+                        )
+                    }
+                }
+            }
+            ApiError::Route(RouteError::DeadlineExceeded { attempts }) => {
+                let summary = attempts_summary(attempts);
+                let message = if attempts.is_empty() {
+                    "deadline exceeded before any upstream attempt".to_string()
+                } else {
+                    format!("deadline exceeded after {} attempts: {summary}", attempts.len())
+                };
+                Mapped {
+                    metadata: HashMap::from([("attempts".into(), summary)]),
+                    ..m(Code::DeadlineExceeded, "DEADLINE_EXCEEDED", message)
+                }
+            }
+            ApiError::Route(RouteError::StreamInterrupted(e)) => m(
+                Code::Unavailable,
+                "STREAM_INTERRUPTED",
+                format!("the upstream stream failed after it had started ({})", e.class),
+            ),
+        }
+    }
+
+    pub fn to_status(&self) -> Status {
+        let m = self.mapped();
+        let mut details = ErrorDetails::new();
+        details.set_error_info(m.reason, ERROR_DOMAIN, m.metadata);
+        if let Some(after) = m.retry_after {
+            details.set_retry_info(Some(after));
+        }
+        if let Some(field) = m.field {
+            details.add_bad_request_violation(field, m.message.clone());
+        }
+        Status::with_error_details(m.code, m.message, details)
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Status {
+        e.to_status()
+    }
+}

@@ -1,0 +1,200 @@
+//! The gRPC services: ChatService and EmbeddingsService. Thin: authenticate, convert, route, convert.
+
+use std::{pin::Pin, sync::Arc, time::Duration};
+
+use futures_util::{Stream, StreamExt};
+use tokio::time::Instant;
+use tonic::{Request, Response, Status, metadata::MetadataMap};
+
+use super::{convert, error::ApiError};
+use crate::{
+    auth::{Authenticator, Principal},
+    domain::Cost,
+    proto as pb,
+    router::{RoutedStream, Router},
+};
+
+/// What every data-plane call needs before it is routed.
+struct CallContext {
+    #[allow(dead_code)] // read by budgets and limits once virtual keys land
+    principal: Principal,
+    deadline: Option<Instant>,
+}
+
+/// Shared by the data-plane services.
+pub struct Gateway {
+    pub router: Arc<Router>,
+    pub auth: Arc<Authenticator>,
+}
+
+impl Gateway {
+    fn context(&self, md: &MetadataMap) -> Result<CallContext, Status> {
+        let principal = self
+            .auth
+            .authenticate(md.get("authorization").map(|v| v.as_bytes()))
+            .map_err(ApiError::from)?;
+        Ok(CallContext {
+            principal,
+            deadline: grpc_timeout(md).map(|t| Instant::now() + t),
+        })
+    }
+}
+
+/// The caller's deadline from the `grpc-timeout` header (`100m`, `5S`, ...), per the gRPC HTTP/2 spec.
+fn grpc_timeout(md: &MetadataMap) -> Option<Duration> {
+    let v = md.get("grpc-timeout")?.to_str().ok()?;
+    if v.len() < 2 || v.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = v.split_at(v.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+pub struct ChatApi(pub Arc<Gateway>);
+
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ChatChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::chat_service_server::ChatService for ChatApi {
+    async fn complete(
+        &self,
+        request: Request<pb::ChatRequest>,
+    ) -> Result<Response<pb::ChatResponse>, Status> {
+        let ctx = self.0.context(request.metadata())?;
+        let req = convert::chat_request(request.into_inner())?;
+        let routed = self
+            .0
+            .router
+            .chat(&req, ctx.deadline)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(convert::chat_response(routed, Cost::ZERO)))
+    }
+
+    type StreamCompleteStream = ChunkStream;
+
+    async fn stream_complete(
+        &self,
+        request: Request<pb::ChatRequest>,
+    ) -> Result<Response<Self::StreamCompleteStream>, Status> {
+        let ctx = self.0.context(request.metadata())?;
+        let req = convert::chat_request(request.into_inner())?;
+        let stream = self
+            .0
+            .router
+            .chat_stream(&req, ctx.deadline)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(chunks_with_route(stream)))
+    }
+}
+
+/// Forwards chunks as they come (no look-ahead, so no added latency). The route rides on the chunk
+/// that carries usage; if the upstream sent none, a final chunk carries it.
+fn chunks_with_route(stream: RoutedStream) -> ChunkStream {
+    struct St {
+        inner: RoutedStream,
+        route_sent: bool,
+        id: String,
+        model: String,
+        created: i64,
+        ended: bool,
+    }
+    let st = St {
+        inner: stream,
+        route_sent: false,
+        id: String::new(),
+        model: String::new(),
+        created: 0,
+        ended: false,
+    };
+    futures_util::stream::unfold(st, |mut st| async move {
+        if st.ended {
+            return None;
+        }
+        match st.inner.next().await {
+            Some(Ok(chunk)) => {
+                if st.id.is_empty() {
+                    st.id.clone_from(&chunk.id);
+                    st.model.clone_from(&chunk.model);
+                    st.created = chunk.created;
+                }
+                let has_usage = chunk.usage.is_some();
+                let mut out = convert::chat_chunk(chunk);
+                if has_usage && !st.route_sent {
+                    out.route = Some(convert::route(st.inner.route(), Cost::ZERO));
+                    st.route_sent = true;
+                }
+                Some((Ok(out), st))
+            }
+            Some(Err(e)) => {
+                st.ended = true;
+                Some((Err(ApiError::from(e).to_status()), st))
+            }
+            None => {
+                st.ended = true;
+                if st.route_sent {
+                    return None;
+                }
+                let last = pb::ChatChunk {
+                    id: std::mem::take(&mut st.id),
+                    model: std::mem::take(&mut st.model),
+                    created: st.created,
+                    choices: Vec::new(),
+                    usage: None,
+                    route: Some(convert::route(st.inner.route(), Cost::ZERO)),
+                };
+                Some((Ok(last), st))
+            }
+        }
+    })
+    .boxed()
+}
+
+pub struct EmbeddingsApi(pub Arc<Gateway>);
+
+#[tonic::async_trait]
+impl pb::embeddings_service_server::EmbeddingsService for EmbeddingsApi {
+    async fn embed(&self, request: Request<pb::EmbedRequest>) -> Result<Response<pb::EmbedResponse>, Status> {
+        let ctx = self.0.context(request.metadata())?;
+        let req = convert::embed_request(request.into_inner())?;
+        let routed = self
+            .0
+            .router
+            .embed(&req, ctx.deadline)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(convert::embed_response(routed, Cost::ZERO)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_grpc_timeout_units() {
+        let md = |v: &str| {
+            let mut m = MetadataMap::new();
+            m.insert("grpc-timeout", v.parse().unwrap());
+            grpc_timeout(&m)
+        };
+        assert_eq!(md("100m"), Some(Duration::from_millis(100)));
+        assert_eq!(md("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(md("2M"), Some(Duration::from_secs(120)));
+        assert_eq!(md("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(md("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(md("9n"), Some(Duration::from_nanos(9)));
+        assert_eq!(md("5x"), None);
+        assert_eq!(md("123456789S"), None, "at most 8 digits");
+    }
+}

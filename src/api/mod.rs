@@ -1,0 +1,9 @@
+//! The caller-facing surfaces: gRPC services (and the HTTP routes on the same port), proto <->
+//! domain conversion, and the single error -> status mapping.
+
+mod convert;
+pub mod error;
+mod grpc;
+pub mod http;
+
+pub use grpc::{ChatApi, EmbeddingsApi, Gateway};

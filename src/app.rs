@@ -1,0 +1,97 @@
+//! The composition root: the only place that builds components and wires them together.
+//! [`run`] takes its listener and shutdown signal from the caller, so tests start a whole gateway
+//! in-process on port 0.
+
+use std::{future::Future, sync::Arc};
+
+use axum::serve::ListenerExt as _;
+use tokio::net::TcpListener;
+use tonic::codec::CompressionEncoding;
+
+use crate::{
+    api::{self, ChatApi, EmbeddingsApi, Gateway},
+    auth::Authenticator,
+    config::Config,
+    proto::{
+        self, chat_service_server::ChatServiceServer, embeddings_service_server::EmbeddingsServiceServer,
+    },
+    providers::HttpClient,
+    router::{LocalState, Router, RoutingTable},
+};
+
+/// Largest request message accepted (images travel base64-encoded inside messages).
+const MAX_REQUEST_BYTES: usize = 32 << 20;
+
+/// Serves the gateway on `listener` until `shutdown` resolves, then drains: readiness and gRPC health
+/// turn NOT_SERVING first, and in-flight calls and streams finish.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    if !config.ignored_keys.is_empty() {
+        tracing::warn!(
+            keys = %config.ignored_keys.join(", "),
+            "config keys that Switchboard does not implement yet are ignored"
+        );
+    }
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    let http = HttpClient::new()?;
+    let table = RoutingTable::build(&config, &http);
+    let router = Arc::new(Router::new(table, Arc::new(LocalState::default())));
+    let gateway = Arc::new(Gateway {
+        router,
+        auth: Arc::new(Authenticator::new(config.master_key.clone())),
+    });
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<ChatServiceServer<ChatApi>>().await;
+    health
+        .set_serving::<EmbeddingsServiceServer<EmbeddingsApi>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    let chat = ChatServiceServer::new(ChatApi(gateway.clone()))
+        .accept_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let embeddings = EmbeddingsServiceServer::new(EmbeddingsApi(gateway))
+        .accept_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let readiness = api::http::Readiness::default();
+    readiness.set(true);
+    let app = tonic::service::Routes::new(chat)
+        .add_service(embeddings)
+        .add_service(health_service)
+        .add_service(reflection)
+        .prepare()
+        .into_axum_router()
+        .merge(api::http::routes(readiness.clone()));
+
+    let addr = listener.local_addr()?;
+    let groups = config
+        .deployments
+        .iter()
+        .map(|d| d.group.as_str())
+        .collect::<std::collections::BTreeSet<_>>();
+    tracing::info!(%addr, deployments = config.deployments.len(), groups = ?groups, "switchboard listening");
+
+    let listener = listener.tap_io(|s| {
+        let _ = s.set_nodelay(true);
+    });
+    let drain = async move {
+        shutdown.await;
+        tracing::info!("shutting down: draining in-flight requests");
+        readiness.set(false);
+        health.set_not_serving::<ChatServiceServer<ChatApi>>().await;
+        health
+            .set_not_serving::<EmbeddingsServiceServer<EmbeddingsApi>>()
+            .await;
+    };
+    axum::serve(listener, app).with_graceful_shutdown(drain).await?;
+    Ok(())
+}

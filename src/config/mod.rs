@@ -1,0 +1,369 @@
+//! LiteLLM-compatible YAML -> validated, immutable [`Config`].
+//!
+//! Pipeline: YAML text -> `serde_json::Value` -> `os.environ/` references resolved -> raw serde structs
+//! (type errors carry their YAML path; unimplemented keys are collected, never silently dropped) ->
+//! semantic validation (errors name the YAML path, e.g. `model_list[2].litellm_params.model`).
+
+mod env;
+pub mod providers;
+mod raw;
+
+use std::{collections::HashMap, fmt::Write as _, path::Path, time::Duration};
+
+use serde_json::Value;
+
+use crate::domain::{DeploymentId, ModelGroup, Secret};
+pub use providers::{ProviderSpec, WireFormat};
+
+/// A config that passed validation. Cheap to share behind an `Arc`; replaced whole on reload.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// In file order.
+    pub deployments: Vec<DeploymentConfig>,
+    pub router: RouterSettings,
+    pub master_key: Option<Secret>,
+    /// YAML paths of keys Switchboard does not implement yet (logged once at start-up).
+    pub ignored_keys: Vec<String>,
+    /// Other non-fatal findings, e.g. a routing strategy that falls back to simple-shuffle.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeploymentConfig {
+    pub id: DeploymentId,
+    pub group: ModelGroup,
+    pub provider: &'static ProviderSpec,
+    /// Model name sent upstream (the part after the provider prefix).
+    pub model: String,
+    pub api_base: Option<String>,
+    pub api_key: Option<Secret>,
+    pub api_version: Option<String>,
+    pub weight: Option<f64>,
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    /// Per-attempt timeout for unary calls.
+    pub timeout: Option<Duration>,
+    /// Per-attempt timeout for streams.
+    pub stream_timeout: Option<Duration>,
+    /// Answer every request with this text instead of calling upstream (LiteLLM's `mock_response`).
+    pub mock_response: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoutingStrategy {
+    SimpleShuffle,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouterSettings {
+    pub strategy: RoutingStrategy,
+    /// Extra attempts after the first.
+    pub num_retries: u32,
+    /// Default per-attempt timeout.
+    pub timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("config is not valid YAML: {0}")]
+    Yaml(String),
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+impl ConfigError {
+    fn at(path: impl Into<String>, message: impl Into<String>) -> Self {
+        let path = path.into();
+        ConfigError::Invalid {
+            path: if path.is_empty() { "(root)".into() } else { path },
+            message: message.into(),
+        }
+    }
+}
+
+const LITELLM_STRATEGIES: &[&str] = &[
+    "least-busy",
+    "usage-based-routing",
+    "usage-based-routing-v2",
+    "latency-based-routing",
+    "cost-based-routing",
+];
+
+impl Config {
+    /// Reads and validates a config file, resolving `os.environ/` from the process environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses and validates YAML text; `lookup` resolves environment variables.
+    pub fn parse(yaml: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let mut doc: Value = if yaml.trim().is_empty() {
+            Value::Object(Default::default())
+        } else {
+            serde_saphyr::from_str(yaml).map_err(|e| ConfigError::Yaml(e.to_string()))?
+        };
+        if !doc.is_object() {
+            return Err(ConfigError::at("", "the config must be a mapping"));
+        }
+        let overrides = match doc.get("environment_variables") {
+            Some(v) => serde_json::from_value(v.clone())
+                .map_err(|e| ConfigError::at("environment_variables", e.to_string()))?,
+            None => Default::default(),
+        };
+        env::resolve(&mut doc, &overrides, lookup)?;
+
+        let mut ignored = Vec::new();
+        let mut on_ignored = |path: serde_ignored::Path<'_>| ignored.push(yaml_path(&path));
+        let de = serde_ignored::Deserializer::new(doc, &mut on_ignored);
+        let raw: raw::RawConfig = serde_path_to_error::deserialize(de)
+            .map_err(|e| ConfigError::at(e.path().to_string(), e.inner().to_string()))?;
+        validate(raw, ignored, lookup)
+    }
+
+    /// A human summary of the resolved groups. Never includes secrets.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        let mut groups: Vec<&ModelGroup> = Vec::new();
+        for d in &self.deployments {
+            if !groups.contains(&&d.group) {
+                groups.push(&d.group);
+            }
+        }
+        for g in groups {
+            let _ = writeln!(out, "{g}:");
+            for d in self.deployments.iter().filter(|d| &d.group == g) {
+                let target = match (&d.mock_response, &d.api_base, d.provider.default_api_base) {
+                    (Some(_), _, _) => "mock_response".to_string(),
+                    (None, Some(base), _) => base.clone(),
+                    (None, None, Some(base)) => base.to_string(),
+                    (None, None, None) => "(no api_base)".to_string(),
+                };
+                let _ = writeln!(
+                    out,
+                    "  {id}  provider={p} model={m} target={target} weight={w} api_key={k}",
+                    id = d.id,
+                    p = d.provider.name,
+                    m = d.model,
+                    w = d.weight.map_or("-".to_string(), |w| w.to_string()),
+                    k = if d.api_key.is_some() { "set" } else { "unset" },
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "router: strategy=simple-shuffle num_retries={} timeout={}s master_key={}",
+            self.router.num_retries,
+            self.router.timeout.as_secs_f64(),
+            if self.master_key.is_some() {
+                "set"
+            } else {
+                "unset (no auth)"
+            }
+        );
+        out
+    }
+}
+
+fn validate(
+    raw: raw::RawConfig,
+    ignored_keys: Vec<String>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let mut warnings = Vec::new();
+    let strategy = match raw.router_settings.routing_strategy.as_deref() {
+        None | Some("simple-shuffle") => RoutingStrategy::SimpleShuffle,
+        Some(s) if LITELLM_STRATEGIES.contains(&s) => {
+            warnings.push(format!(
+                "router_settings.routing_strategy: {s:?} is not implemented yet; using simple-shuffle"
+            ));
+            RoutingStrategy::SimpleShuffle
+        }
+        Some(s) => {
+            return Err(ConfigError::at(
+                "router_settings.routing_strategy",
+                format!(
+                    "unknown routing strategy {s:?} (expected simple-shuffle or one of {LITELLM_STRATEGIES:?})"
+                ),
+            ));
+        }
+    };
+    let timeout = match raw
+        .router_settings
+        .timeout
+        .or(raw.litellm_settings.request_timeout)
+    {
+        Some(t) => seconds(t, "router_settings.timeout")?,
+        None => Duration::from_secs(600),
+    };
+    let router = RouterSettings {
+        strategy,
+        num_retries: raw
+            .router_settings
+            .num_retries
+            .or(raw.litellm_settings.num_retries)
+            .unwrap_or(2),
+        timeout,
+    };
+    let master_key = match raw.general_settings.master_key {
+        Some(k) if k.trim().is_empty() => {
+            return Err(ConfigError::at(
+                "general_settings.master_key",
+                "must not be empty",
+            ));
+        }
+        k => k.map(Secret::new),
+    };
+
+    let mut deployments = Vec::with_capacity(raw.model_list.len());
+    let mut seen_ids: HashMap<String, usize> = HashMap::new();
+    for (i, m) in raw.model_list.into_iter().enumerate() {
+        let at = |field: &str| format!("model_list[{i}].{field}");
+        if m.model_name.trim().is_empty() {
+            return Err(ConfigError::at(at("model_name"), "must not be empty"));
+        }
+        let p = m.litellm_params;
+        let (provider, model) = providers::split_model(&p.model).map_err(|prefix| {
+            ConfigError::at(
+                at("litellm_params.model"),
+                format!(
+                    "unknown provider {prefix:?} (known: {})",
+                    providers::PROVIDERS
+                        .iter()
+                        .map(|p| p.name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+        })?;
+        if model.is_empty() {
+            return Err(ConfigError::at(
+                at("litellm_params.model"),
+                "names no model after the provider prefix",
+            ));
+        }
+        if let Some(base) = &p.api_base {
+            check_url(base).map_err(|msg| ConfigError::at(at("litellm_params.api_base"), msg))?;
+        } else if provider.default_api_base.is_none() && p.mock_response.is_none() {
+            return Err(ConfigError::at(
+                at("litellm_params.api_base"),
+                format!("is required for provider {:?}", provider.name),
+            ));
+        }
+        if let Some(w) = p.weight
+            && !(w.is_finite() && w > 0.0)
+        {
+            return Err(ConfigError::at(
+                at("litellm_params.weight"),
+                "must be a positive number",
+            ));
+        }
+        let timeout = p
+            .timeout
+            .map(|t| seconds(t, &at("litellm_params.timeout")))
+            .transpose()?;
+        let stream_timeout = p
+            .stream_timeout
+            .map(|t| seconds(t, &at("litellm_params.stream_timeout")))
+            .transpose()?;
+        let api_key = p
+            .api_key
+            .or_else(|| provider.key_env.iter().find_map(|name| lookup(name)))
+            .map(Secret::new);
+
+        let id = match m.model_info.id {
+            Some(id) if id.trim().is_empty() => {
+                return Err(ConfigError::at(at("model_info.id"), "must not be empty"));
+            }
+            Some(id) => {
+                if seen_ids.contains_key(&id) {
+                    return Err(ConfigError::at(
+                        at("model_info.id"),
+                        format!("duplicate deployment id {id:?}"),
+                    ));
+                }
+                seen_ids.insert(id.clone(), 1);
+                id
+            }
+            None => {
+                let base = format!("{}/{}", m.model_name, p.model);
+                let n = seen_ids.entry(base.clone()).or_insert(0);
+                *n += 1;
+                if *n == 1 { base } else { format!("{base}#{n}") }
+            }
+        };
+        if let Some(mode) = m.model_info.mode.as_deref()
+            && !matches!(mode, "chat" | "completion" | "embedding")
+        {
+            warnings.push(format!(
+                "{}: mode {mode:?} is not served; chat and embedding are",
+                at("model_info.mode")
+            ));
+        }
+        deployments.push(DeploymentConfig {
+            id: DeploymentId::new(id),
+            group: ModelGroup::new(m.model_name),
+            provider,
+            model: model.to_string(),
+            api_base: p.api_base.map(|b| b.trim_end_matches('/').to_string()),
+            api_key,
+            api_version: p.api_version,
+            weight: p.weight,
+            rpm: p.rpm,
+            tpm: p.tpm,
+            timeout,
+            stream_timeout,
+            mock_response: p.mock_response,
+        });
+    }
+    Ok(Config {
+        deployments,
+        router,
+        master_key,
+        ignored_keys,
+        warnings,
+    })
+}
+
+fn seconds(value: f64, path: &str) -> Result<Duration, ConfigError> {
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| ConfigError::at(path, format!("must be a positive number of seconds, got {value}")))
+}
+
+fn check_url(url: &str) -> Result<(), String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("not a URL ({e}): {url:?}"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") if uri.host().is_some() => Ok(()),
+        _ => Err(format!("must be an http:// or https:// URL, got {url:?}")),
+    }
+}
+
+/// `model_list[0].litellm_params.foo`, the same notation as `serde_path_to_error`.
+fn yaml_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", yaml_path(parent)),
+        Path::Map { parent, key } => {
+            let p = yaml_path(parent);
+            if p.is_empty() {
+                key.clone()
+            } else {
+                format!("{p}.{key}")
+            }
+        }
+        Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => {
+            yaml_path(parent)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

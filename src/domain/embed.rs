@@ -1,0 +1,24 @@
+//! The canonical embeddings call.
+
+use std::collections::BTreeMap;
+
+use super::{ModelGroup, Usage};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbedRequest {
+    pub model: ModelGroup,
+    /// One text or a batch; never empty.
+    pub input: Vec<String>,
+    pub dimensions: Option<u32>,
+    pub user: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbedResponse {
+    /// The upstream model that answered.
+    pub model: String,
+    /// One vector per input, in input order.
+    pub data: Vec<Vec<f32>>,
+    pub usage: Usage,
+}

@@ -1,0 +1,200 @@
+//! The `switchboard` command: parse arguments, then hand over to `app` (serve) or a small client.
+
+use std::{io::Write as _, net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use futures_util::StreamExt;
+use switchboard::{
+    config::Config,
+    proto::{self, chat_service_client::ChatServiceClient},
+    telemetry::{self, LogFormat},
+};
+
+#[derive(Parser)]
+#[command(name = "switchboard", version, about = "A fast, highly available LLM gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// LiteLLM-style config.yaml.
+        #[arg(long, env = "SWITCHBOARD_CONFIG")]
+        config: PathBuf,
+        /// Address for gRPC and HTTP (one port).
+        #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "0.0.0.0:4000")]
+        listen: SocketAddr,
+        #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_enum, default_value = "json")]
+        log_format: LogFormat,
+    },
+    /// Validate a config file and print the resolved model groups (never the secrets).
+    CheckConfig { file: PathBuf },
+    /// Send one chat request to a running gateway and stream the answer to the terminal.
+    Chat {
+        /// Model group, e.g. `smart`.
+        #[arg(long)]
+        model: String,
+        /// Gateway address.
+        #[arg(long, env = "SWITCHBOARD_URL", default_value = "http://127.0.0.1:4000")]
+        url: String,
+        /// Bearer key (master key or virtual key).
+        #[arg(long, env = "SWITCHBOARD_API_KEY", hide_env_values = true)]
+        key: Option<String>,
+        /// Optional system prompt.
+        #[arg(long)]
+        system: Option<String>,
+        /// Wait for the whole answer instead of streaming it.
+        #[arg(long)]
+        no_stream: bool,
+        prompt: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve {
+            config,
+            listen,
+            log_format,
+        } => {
+            telemetry::init(log_format);
+            let config = Config::load(&config)?;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+            switchboard::app::run(listener, config, shutdown_signal()).await
+        }
+        Command::CheckConfig { file } => {
+            let config = Config::load(&file)?;
+            print!("{}", config.describe());
+            if !config.ignored_keys.is_empty() {
+                println!(
+                    "not implemented yet (ignored): {}",
+                    config.ignored_keys.join(", ")
+                );
+            }
+            for w in &config.warnings {
+                println!("warning: {w}");
+            }
+            println!("config OK: {} deployments", config.deployments.len());
+            Ok(())
+        }
+        Command::Chat {
+            model,
+            url,
+            key,
+            system,
+            no_stream,
+            prompt,
+        } => chat(url, key, model, system, prompt, !no_stream).await,
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+async fn chat(
+    url: String,
+    key: Option<String>,
+    model: String,
+    system: Option<String>,
+    prompt: String,
+    stream: bool,
+) -> anyhow::Result<()> {
+    let mut client = ChatServiceClient::connect(url.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect to {url}: {e}"))?;
+    let text = |role: proto::Role, content: String| proto::Message {
+        role: role as i32,
+        content,
+        ..Default::default()
+    };
+    let mut messages = Vec::new();
+    if let Some(s) = system {
+        messages.push(text(proto::Role::System, s));
+    }
+    messages.push(text(proto::Role::User, prompt));
+    let mut request = tonic::Request::new(proto::ChatRequest {
+        model,
+        messages,
+        ..Default::default()
+    });
+    if let Some(key) = key {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {key}").parse()?);
+    }
+    let status = |s: tonic::Status| anyhow::anyhow!("{:?}: {}", s.code(), s.message());
+    let mut out = std::io::stdout();
+    let route = if stream {
+        let mut chunks = client
+            .stream_complete(request)
+            .await
+            .map_err(status)?
+            .into_inner();
+        let mut route = None;
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(status)?;
+            for c in &chunk.choices {
+                if let Some(d) = &c.delta {
+                    write!(out, "{}", d.content)?;
+                    out.flush()?;
+                }
+            }
+            route = route.or(chunk.route);
+        }
+        route
+    } else {
+        let resp = client.complete(request).await.map_err(status)?.into_inner();
+        for c in &resp.choices {
+            if let Some(m) = &c.message {
+                write!(out, "{}", m.content)?;
+            }
+        }
+        resp.route
+    };
+    writeln!(out)?;
+    if let Some(r) = route {
+        eprintln!(
+            "[{} via {} ({}), {} attempt(s)]",
+            r.model_group, r.deployment_id, r.upstream_model, r.attempts
+        );
+    }
+    Ok(())
+}

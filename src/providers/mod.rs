@@ -1,0 +1,65 @@
+//! Upstream providers behind one trait. Each wire format is a module of pure translate/parse
+//! functions; HTTP I/O lives in [`client`] only, and the router never sees a wire type.
+
+pub mod client;
+mod mock;
+mod openai;
+pub mod sse;
+
+use std::{pin::Pin, sync::Arc, time::Duration};
+
+use futures_util::{Stream, future::BoxFuture};
+
+use crate::{
+    config::{DeploymentConfig, WireFormat},
+    domain::{ChatChunk, ChatRequest, ChatResponse, EmbedRequest, EmbedResponse, ErrorClass},
+};
+pub use client::HttpClient;
+
+/// Chunks of one upstream stream. Dropping it cancels the upstream request.
+pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, ProviderError>> + Send>>;
+
+/// A failed upstream call, classified. `message` is our own short description for logs and spans;
+/// it never carries a provider key and is not sent to callers verbatim.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{class}{}: {message}", status.map(|s| format!(" (HTTP {s})")).unwrap_or_default())]
+pub struct ProviderError {
+    pub class: ErrorClass,
+    pub status: Option<u16>,
+    pub message: String,
+    /// From `Retry-After` / `retry-after-ms`, when the provider sent one.
+    pub retry_after: Option<Duration>,
+}
+
+impl ProviderError {
+    pub fn new(class: ErrorClass, message: impl Into<String>) -> Self {
+        Self {
+            class,
+            status: None,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+}
+
+/// One upstream deployment's API, in our canonical types.
+pub trait Provider: Send + Sync {
+    /// Provider name for routes and telemetry, e.g. `openai`.
+    fn name(&self) -> &'static str;
+    /// Model name sent upstream.
+    fn upstream_model(&self) -> &str;
+    fn chat<'a>(&'a self, req: &'a ChatRequest) -> BoxFuture<'a, Result<ChatResponse, ProviderError>>;
+    /// Resolves once the upstream accepted the request (status and headers received).
+    fn chat_stream<'a>(&'a self, req: &'a ChatRequest) -> BoxFuture<'a, Result<ChunkStream, ProviderError>>;
+    fn embed<'a>(&'a self, req: &'a EmbedRequest) -> BoxFuture<'a, Result<EmbedResponse, ProviderError>>;
+}
+
+/// Builds the provider for one configured deployment.
+pub fn build(dep: &DeploymentConfig, http: &HttpClient) -> Arc<dyn Provider> {
+    if let Some(text) = &dep.mock_response {
+        return Arc::new(mock::Mock::new(dep.provider.name, &dep.model, text));
+    }
+    match dep.provider.wire {
+        WireFormat::OpenAi => Arc::new(openai::OpenAi::new(dep, http.clone())),
+    }
+}
