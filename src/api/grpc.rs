@@ -35,9 +35,16 @@ impl Gateway {
             .map_err(ApiError::from)?;
         Ok(CallContext {
             principal,
-            deadline: grpc_timeout(md).map(|t| Instant::now() + t),
+            deadline: grpc_timeout(md).map(|t| Instant::now() + t - reply_margin(t)),
         })
     }
+}
+
+/// Part of the caller's budget kept for our answer's trip back: the caller's own timer fires at
+/// its deadline, and it should receive our DEADLINE_EXCEEDED (which lists the attempts) before that,
+/// not a bare local timeout.
+fn reply_margin(timeout: Duration) -> Duration {
+    (timeout / 10).min(Duration::from_millis(50))
 }
 
 /// The caller's deadline from the `grpc-timeout` header (`100m`, `5S`, ...), per the gRPC HTTP/2 spec.

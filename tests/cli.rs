@@ -1,0 +1,116 @@
+//! The `switchboard` binary: check-config output and errors, and the `chat` client against a gateway.
+
+mod common;
+
+use std::process::Command;
+
+fn switchboard() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_switchboard"))
+}
+
+#[test]
+fn check_config_prints_groups_and_never_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(
+        &path,
+        "model_list:\n  - {model_name: smart, litellm_params: {model: openai/gpt-4o, api_key: os.environ/TEST_PROVIDER_KEY}}\n  - {model_name: smart, litellm_params: {model: openai/llama3, api_base: 'http://vllm:8000/v1', weight: 3}}\nrouter_settings: {redis_host: r}\n",
+    )
+    .unwrap();
+    let out = switchboard()
+        .arg("check-config")
+        .arg(&path)
+        .env("TEST_PROVIDER_KEY", "sk-cli-provider-secret")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("smart:"), "{stdout}");
+    assert!(
+        stdout.contains("smart/openai/llama3") && stdout.contains("target=http://vllm:8000/v1"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("not implemented yet (ignored): router_settings.redis_host"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("sk-cli-provider-secret"),
+        "secret printed: {stdout}"
+    );
+}
+
+#[test]
+fn check_config_rejects_a_bad_config_with_its_yaml_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "model_list:\n  - {model_name: a, litellm_params: {model: opnai/gpt-4o}}\n",
+    )
+    .unwrap();
+    let out = switchboard().arg("check-config").arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("model_list[0].litellm_params.model: unknown provider \"opnai\""),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_example_config_is_valid() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/config.example.yaml");
+    let out = switchboard().arg("check-config").arg(path).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for group in ["smart:", "cheap:", "embed-default:"] {
+        assert!(stdout.contains(group), "{group} missing: {stdout}");
+    }
+    assert!(
+        !stdout.contains("not implemented yet"),
+        "the example uses only implemented keys: {stdout}"
+    );
+}
+
+#[tokio::test]
+async fn chat_command_streams_an_answer_from_a_gateway() {
+    let gw = common::Gateway::start(
+        "model_list:\n  - {model_name: smart, litellm_params: {model: gpt-4o, mock_response: 'streamed to the terminal'}}\n",
+    )
+    .await;
+    let url = gw.url();
+    let out = tokio::task::spawn_blocking(move || {
+        switchboard()
+            .args(["chat", "--model", "smart", "--url", &url, "say something"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert_eq!(stdout.trim(), "streamed to the terminal");
+    assert!(stderr.contains("smart via smart/gpt-4o"), "{stderr}");
+
+    let url = gw.url();
+    let out = tokio::task::spawn_blocking(move || {
+        switchboard()
+            .args(["chat", "--model", "nope", "--url", &url, "x"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NotFound"));
+}

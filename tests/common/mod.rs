@@ -1,0 +1,115 @@
+//! Test harness: a whole gateway in-process on port 0, gRPC clients for it, and fake upstreams.
+#![allow(dead_code)]
+
+pub mod fake_openai;
+
+use std::{net::SocketAddr, time::Duration};
+
+use switchboard::{
+    config::Config,
+    proto::{chat_service_client::ChatServiceClient, embeddings_service_client::EmbeddingsServiceClient},
+};
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+
+/// A running gateway; shuts down when dropped.
+pub struct Gateway {
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Gateway {
+    /// Starts a gateway from YAML text; `os.environ/` references resolve from `env`.
+    pub async fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Gateway {
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let config = Config::parse(yaml, &|name| {
+            env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        })
+        .expect("test config is valid");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(switchboard::app::run(listener, config, async move {
+            let _ = rx.await;
+        }));
+        Gateway {
+            addr,
+            shutdown: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    pub async fn start(yaml: &str) -> Gateway {
+        Gateway::start_with_env(yaml, &[]).await
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.url())
+            .unwrap()
+            .connect()
+            .await
+            .expect("gateway accepts connections")
+    }
+
+    pub async fn chat(&self) -> ChatServiceClient<Channel> {
+        ChatServiceClient::new(self.channel().await)
+    }
+
+    pub async fn embeddings(&self) -> EmbeddingsServiceClient<Channel> {
+        EmbeddingsServiceClient::new(self.channel().await)
+    }
+
+    /// Signals shutdown and waits for the server to drain.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            tokio::time::timeout(Duration::from_secs(10), h)
+                .await
+                .expect("gateway drains within 10 s")
+                .unwrap()
+                .unwrap();
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A user message.
+pub fn user(text: &str) -> switchboard::proto::Message {
+    switchboard::proto::Message {
+        role: switchboard::proto::Role::User as i32,
+        content: text.to_string(),
+        ..Default::default()
+    }
+}
+
+pub fn chat_request(model: &str, text: &str) -> switchboard::proto::ChatRequest {
+    switchboard::proto::ChatRequest {
+        model: model.to_string(),
+        messages: vec![user(text)],
+        ..Default::default()
+    }
+}
+
+/// The `google.rpc.ErrorInfo` reason of a status.
+pub fn reason(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    status
+        .get_error_details()
+        .error_info()
+        .map(|i| i.reason.clone())
+        .unwrap_or_else(|| panic!("status has no ErrorInfo: {status:?}"))
+}
