@@ -399,6 +399,41 @@ async fn upstream_rate_limit_is_resource_exhausted_with_retry_info() {
 }
 
 #[tokio::test]
+async fn upstream_auth_failure_fails_over_and_never_leaks_the_key() {
+    // OpenAI's 401 body echoes a fragment of the key it was sent.
+    let rejecting = FakeOpenAi::start(|_| Behavior::Error {
+        status: 401,
+        body: error_body(
+            "Incorrect API key provided: sk-provi**********cret.",
+            "invalid_request_error",
+            Some("invalid_api_key"),
+        ),
+        headers: vec![],
+    })
+    .await;
+    let gw = Gateway::start(&config(
+        &[openai("g", &rejecting, ""), openai("g", &rejecting, "")],
+        "",
+    ))
+    .await;
+    let err = gw
+        .chat()
+        .await
+        .complete(chat_request("g", "hi"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    assert_eq!(reason(&err), "ALL_DEPLOYMENTS_FAILED");
+    assert!(err.message().contains("(authentication)"), "{}", err.message());
+    assert!(!err.message().contains("sk-"), "{}", err.message());
+    use tonic_types::StatusExt;
+    let info = err.get_error_details().error_info().unwrap().clone();
+    assert!(!format!("{info:?}").contains("sk-"), "{info:?}");
+    // Both deployments were tried once; a credential failure is not worth a backoff round.
+    assert_eq!(rejecting.count(), 2);
+}
+
+#[tokio::test]
 async fn upstream_bad_request_is_not_retried_elsewhere() {
     let a = FakeOpenAi::start(|_| Behavior::Error {
         status: 400,

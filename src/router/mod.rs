@@ -120,7 +120,7 @@ impl Router {
         req: &ChatRequest,
         deadline: Option<Instant>,
     ) -> Result<Routed<ChatResponse>, RouteError> {
-        let (answer, route, _guard) = self.run(&req.model, deadline, Call::Chat(req)).await?;
+        let (answer, route, _guard, _) = self.run(&req.model, deadline, Call::Chat(req)).await?;
         match answer {
             Answer::Chat(value) => Ok(Routed { value, route }),
             _ => unreachable!("a chat call answers with a chat response"),
@@ -132,7 +132,7 @@ impl Router {
         req: &EmbedRequest,
         deadline: Option<Instant>,
     ) -> Result<Routed<EmbedResponse>, RouteError> {
-        let (answer, route, _guard) = self.run(&req.model, deadline, Call::Embed(req)).await?;
+        let (answer, route, _guard, _) = self.run(&req.model, deadline, Call::Embed(req)).await?;
         match answer {
             Answer::Embed(value) => Ok(Routed { value, route }),
             _ => unreachable!("an embed call answers with embeddings"),
@@ -145,13 +145,8 @@ impl Router {
         req: &ChatRequest,
         deadline: Option<Instant>,
     ) -> Result<RoutedStream, RouteError> {
-        let (answer, route, guard) = self.run(&req.model, deadline, Call::Stream(req)).await?;
-        let table = self.table();
-        let idle = table
-            .groups
-            .get(&route.group)
-            .and_then(|g| g.deployments.iter().find(|d| d.id == route.deployment))
-            .map_or(table.settings.timeout, |d| d.stream_timeout);
+        let (answer, route, guard, dep) = self.run(&req.model, deadline, Call::Stream(req)).await?;
+        let idle = dep.stream_timeout;
         match answer {
             Answer::Stream(first, rest) => Ok(RoutedStream::new(
                 first,
@@ -172,7 +167,7 @@ impl Router {
         group_name: &ModelGroup,
         deadline: Option<Instant>,
         call: Call<'_>,
-    ) -> Result<(Answer, RouteInfo, InFlight), RouteError> {
+    ) -> Result<(Answer, RouteInfo, InFlight, Arc<Deployment>), RouteError> {
         let table = self.table();
         let group = table
             .groups
@@ -235,7 +230,7 @@ impl Router {
                         upstream_model: dep.provider.upstream_model().to_string(),
                         attempts,
                     };
-                    return Ok((answer, route, guard));
+                    return Ok((answer, route, guard, dep.clone()));
                 }
                 Err(error) => {
                     drop(guard);
