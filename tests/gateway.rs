@@ -525,7 +525,13 @@ async fn client_deadline_is_honoured_on_a_hung_upstream() {
         "took {:?}",
         started.elapsed()
     );
-    assert_eq!(fake.count(), 1);
+    // The first attempt got half the budget, so a retry still fit: every call is listed.
+    assert_eq!(
+        fake.count(),
+        err.message().matches("(timeout)").count(),
+        "{}",
+        err.message()
+    );
 
     let started = Instant::now();
     let mut s = gw.chat().await;

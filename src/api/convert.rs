@@ -153,6 +153,24 @@ pub fn chat_request(r: pb::ChatRequest) -> Result<d::ChatRequest, ApiError> {
         response_format,
         user: non_empty(r.user),
         metadata: r.metadata.into_iter().collect(),
+        routing: routing(r.routing)?,
+    })
+}
+
+fn routing(r: Option<pb::RoutingOptions>) -> Result<d::RoutingOptions, ApiError> {
+    let Some(r) = r else {
+        return Ok(d::RoutingOptions::default());
+    };
+    if let Some(i) = r.tags.iter().position(|t| t.trim().is_empty()) {
+        return Err(invalid(format!("routing.tags[{i}]"), "must not be empty"));
+    }
+    if let Some(i) = r.fallbacks.iter().position(|t| t.trim().is_empty()) {
+        return Err(invalid(format!("routing.fallbacks[{i}]"), "must not be empty"));
+    }
+    Ok(d::RoutingOptions {
+        tags: r.tags,
+        fallbacks: r.fallbacks.into_iter().map(ModelGroup::new).collect(),
+        disable_fallbacks: r.disable_fallbacks,
     })
 }
 
@@ -269,6 +287,7 @@ pub fn embed_request(r: pb::EmbedRequest) -> Result<d::EmbedRequest, ApiError> {
         dimensions: r.dimensions,
         user: non_empty(r.user),
         metadata: r.metadata.into_iter().collect(),
+        routing: routing(r.routing)?,
     })
 }
 
@@ -353,12 +372,14 @@ pub fn route(r: &RouteInfo, cost: d::Cost) -> pb::Route {
                 deployment_id: a.deployment.to_string(),
                 error_class: a.error.map_or(pb::ErrorClass::Unspecified, error_class) as i32,
                 duration_ms: u32::try_from(a.duration.as_millis()).unwrap_or(u32::MAX),
+                hedged: a.hedged,
+                cancelled: a.cancelled,
             })
             .collect(),
         cost_nano_usd: cost.nano_usd(),
         cost_usd: cost.usd(),
         cache_hit: false,
-        fallbacks: Vec::new(),
+        fallbacks: r.fallbacks.iter().map(ToString::to_string).collect(),
     }
 }
 

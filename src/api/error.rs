@@ -41,6 +41,7 @@ fn attempts_summary(attempts: &[AttemptRecord]) -> String {
         .iter()
         .map(|a| match a.error {
             Some(class) => format!("{} ({class})", a.deployment),
+            None if a.cancelled => format!("{} (cancelled)", a.deployment),
             None => format!("{} (ok)", a.deployment),
         })
         .collect::<Vec<_>>()
@@ -74,6 +75,66 @@ impl ApiError {
                     Code::NotFound,
                     "MODEL_NOT_FOUND",
                     format!("model group {:?} does not exist", g.as_str()),
+                )
+            },
+            ApiError::Route(RouteError::UnknownFallback(g)) => Mapped {
+                field: Some("routing.fallbacks".into()),
+                metadata: HashMap::from([
+                    ("field".into(), "routing.fallbacks".into()),
+                    ("model".into(), g.to_string()),
+                ]),
+                ..m(
+                    Code::InvalidArgument,
+                    "INVALID_REQUEST",
+                    format!(
+                        "invalid routing.fallbacks: model group {:?} does not exist",
+                        g.as_str()
+                    ),
+                )
+            },
+            ApiError::Route(RouteError::NoDeploymentForTags { group, tags }) => Mapped {
+                field: Some("routing.tags".into()),
+                metadata: HashMap::from([
+                    ("field".into(), "routing.tags".into()),
+                    ("model".into(), group.to_string()),
+                ]),
+                ..m(
+                    Code::InvalidArgument,
+                    "NO_DEPLOYMENT_FOR_TAGS",
+                    format!(
+                        "invalid routing.tags: no deployment of {:?} carries any of {tags:?}",
+                        group.as_str()
+                    ),
+                )
+            },
+            ApiError::Route(RouteError::AllCoolingDown { retry_in, attempts }) => Mapped {
+                retry_after: Some(*retry_in),
+                metadata: HashMap::from([("attempts".into(), attempts_summary(attempts))]),
+                ..m(
+                    Code::Unavailable,
+                    "ALL_DEPLOYMENTS_COOLING_DOWN",
+                    format!(
+                        "every deployment is cooling down after failures; the first returns in {} ms",
+                        retry_in.as_millis()
+                    ),
+                )
+            },
+            ApiError::Route(RouteError::RateCapped { attempts }) => Mapped {
+                retry_after: Some(Duration::from_secs(1)),
+                metadata: HashMap::from([("attempts".into(), attempts_summary(attempts))]),
+                ..m(
+                    Code::ResourceExhausted,
+                    "DEPLOYMENT_RATE_LIMIT",
+                    "every deployment of the model group is at its rpm/tpm limit for this minute".to_string(),
+                )
+            },
+            ApiError::Route(RouteError::AtCapacity { attempts }) => Mapped {
+                retry_after: Some(Duration::from_secs(1)),
+                metadata: HashMap::from([("attempts".into(), attempts_summary(attempts))]),
+                ..m(
+                    Code::ResourceExhausted,
+                    "DEPLOYMENTS_AT_CAPACITY",
+                    "every deployment is at max_parallel_requests and the queue is full".to_string(),
                 )
             },
             ApiError::Route(RouteError::Rejected { error, attempts }) => {

@@ -7,6 +7,7 @@
 mod env;
 pub mod providers;
 mod raw;
+mod router;
 
 use std::{collections::HashMap, fmt::Write as _, path::Path, time::Duration};
 
@@ -14,6 +15,7 @@ use serde_json::Value;
 
 use crate::domain::{DeploymentId, ModelGroup, Secret};
 pub use providers::{ProviderSpec, WireFormat};
+pub use router::{ClassPolicy, Fallbacks, GroupSettings, Hedge, RouterSettings, RoutingStrategy};
 
 /// A config that passed validation. Cheap to share behind an `Arc`; replaced whole on reload.
 #[derive(Debug, Clone)]
@@ -47,20 +49,17 @@ pub struct DeploymentConfig {
     pub stream_timeout: Option<Duration>,
     /// Answer every request with this text instead of calling upstream (LiteLLM's `mock_response`).
     pub mock_response: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RoutingStrategy {
-    SimpleShuffle,
-}
-
-#[derive(Debug, Clone)]
-pub struct RouterSettings {
-    pub strategy: RoutingStrategy,
-    /// Extra attempts after the first.
-    pub num_retries: u32,
-    /// Default per-attempt timeout.
-    pub timeout: Duration,
+    /// Priority tier: lower first (default 0); higher tiers serve only when lower ones cannot.
+    pub order: u32,
+    /// Tag routing: requests with tags go to deployments sharing one; `default` serves untagged ones.
+    pub tags: Vec<String>,
+    pub cooldown_time: Option<Duration>,
+    /// Requests in flight on this deployment from this replica, at most.
+    pub max_parallel_requests: Option<u32>,
+    pub max_input_tokens: Option<u32>,
+    /// USD per token, for cost-based routing (the price table fills in what config leaves out).
+    pub input_cost_per_token: Option<f64>,
+    pub output_cost_per_token: Option<f64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,14 +81,6 @@ impl ConfigError {
         }
     }
 }
-
-const LITELLM_STRATEGIES: &[&str] = &[
-    "least-busy",
-    "usage-based-routing",
-    "usage-based-routing-v2",
-    "latency-based-routing",
-    "cost-based-routing",
-];
 
 impl Config {
     /// Reads and validates a config file, resolving `os.environ/` from the process environment.
@@ -157,7 +148,8 @@ impl Config {
         }
         let _ = writeln!(
             out,
-            "router: strategy=simple-shuffle num_retries={} timeout={}s master_key={}",
+            "router: strategy={} num_retries={} timeout={}s master_key={}",
+            self.router.strategy.as_str(),
             self.router.num_retries,
             self.router.timeout.as_secs_f64(),
             if self.master_key.is_some() {
@@ -176,40 +168,6 @@ fn validate(
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
     let mut warnings = Vec::new();
-    let strategy = match raw.router_settings.routing_strategy.as_deref() {
-        None | Some("simple-shuffle") => RoutingStrategy::SimpleShuffle,
-        Some(s) if LITELLM_STRATEGIES.contains(&s) => {
-            warnings.push(format!(
-                "router_settings.routing_strategy: {s:?} is not implemented yet; using simple-shuffle"
-            ));
-            RoutingStrategy::SimpleShuffle
-        }
-        Some(s) => {
-            return Err(ConfigError::at(
-                "router_settings.routing_strategy",
-                format!(
-                    "unknown routing strategy {s:?} (expected simple-shuffle or one of {LITELLM_STRATEGIES:?})"
-                ),
-            ));
-        }
-    };
-    let timeout = match raw
-        .router_settings
-        .timeout
-        .or(raw.litellm_settings.request_timeout)
-    {
-        Some(t) => seconds(t, "router_settings.timeout")?,
-        None => Duration::from_secs(600),
-    };
-    let router = RouterSettings {
-        strategy,
-        num_retries: raw
-            .router_settings
-            .num_retries
-            .or(raw.litellm_settings.num_retries)
-            .unwrap_or(2),
-        timeout,
-    };
     let master_key = match raw.general_settings.master_key {
         Some(k) if k.trim().is_empty() => {
             return Err(ConfigError::at(
@@ -276,7 +234,7 @@ fn validate(
             .or_else(|| provider.key_env.iter().find_map(|name| lookup(name)))
             .map(Secret::new);
 
-        let id = match m.model_info.id {
+        let id = match m.model_info.id.clone() {
             Some(id) if id.trim().is_empty() => {
                 return Err(ConfigError::at(at("model_info.id"), "must not be empty"));
             }
@@ -319,8 +277,28 @@ fn validate(
             timeout,
             stream_timeout,
             mock_response: p.mock_response,
+            order: p.order.unwrap_or(0),
+            tags: p.tags.unwrap_or_default(),
+            cooldown_time: p
+                .cooldown_time
+                .map(|t| seconds(t, &at("litellm_params.cooldown_time")))
+                .transpose()?,
+            max_parallel_requests: match p.max_parallel_requests {
+                Some(0) => {
+                    return Err(ConfigError::at(
+                        at("litellm_params.max_parallel_requests"),
+                        "must be at least 1",
+                    ));
+                }
+                n => n,
+            },
+            max_input_tokens: p.max_input_tokens.or(m.model_info.max_input_tokens),
+            input_cost_per_token: p.input_cost_per_token.or(m.model_info.input_cost_per_token),
+            output_cost_per_token: p.output_cost_per_token.or(m.model_info.output_cost_per_token),
         });
     }
+    let group_names: std::collections::HashSet<&str> = deployments.iter().map(|d| d.group.as_str()).collect();
+    let router = router::validate(raw.router_settings, &raw.litellm_settings, &group_names)?;
     Ok(Config {
         deployments,
         router,

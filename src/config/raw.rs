@@ -38,6 +38,15 @@ pub struct RawLitellmParams {
     /// Seconds.
     pub stream_timeout: Option<f64>,
     pub mock_response: Option<String>,
+    /// Priority tier: lower first; higher tiers are automatic fallbacks.
+    pub order: Option<u32>,
+    pub tags: Option<Vec<String>>,
+    /// Seconds.
+    pub cooldown_time: Option<f64>,
+    pub max_parallel_requests: Option<u32>,
+    pub input_cost_per_token: Option<f64>,
+    pub output_cost_per_token: Option<f64>,
+    pub max_input_tokens: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -45,21 +54,64 @@ pub struct RawLitellmParams {
 pub struct RawModelInfo {
     pub id: Option<String>,
     pub mode: Option<String>,
+    pub max_input_tokens: Option<u32>,
+    pub input_cost_per_token: Option<f64>,
+    pub output_cost_per_token: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct RawRouterSettings {
     pub routing_strategy: Option<String>,
+    pub routing_strategy_args: RawStrategyArgs,
     pub num_retries: Option<u32>,
     /// Seconds.
     pub timeout: Option<f64>,
+    /// Seconds: time to first chunk of a stream.
+    pub stream_timeout: Option<f64>,
+    /// Seconds: longest gap between two chunks (Switchboard; default: stream_timeout).
+    pub stream_idle_timeout: Option<f64>,
+    /// Seconds: longest total stream (Switchboard).
+    pub max_stream_duration: Option<f64>,
+    pub retry_policy: BTreeMap<String, u32>,
+    pub allowed_fails: Option<u32>,
+    pub allowed_fails_policy: BTreeMap<String, u32>,
+    /// Seconds.
+    pub cooldown_time: Option<f64>,
+    pub disable_cooldowns: Option<bool>,
+    pub fallbacks: Vec<BTreeMap<String, Vec<String>>>,
+    pub default_fallbacks: Vec<String>,
+    pub context_window_fallbacks: Vec<BTreeMap<String, Vec<String>>>,
+    pub content_policy_fallbacks: Vec<BTreeMap<String, Vec<String>>>,
+    pub max_fallbacks: Option<u32>,
+    /// Switchboard: requests waiting for a deployment slot (`max_parallel_requests`) per group.
+    pub max_queue: Option<u32>,
+    /// Switchboard: per-group strategy, retries and hedging.
+    pub model_group_settings: BTreeMap<String, RawGroupSettings>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawStrategyArgs {
+    pub lowest_latency_buffer: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawGroupSettings {
+    pub routing_strategy: Option<String>,
+    pub num_retries: Option<u32>,
+    /// Milliseconds, or "p95" to hedge after the group's observed p95 latency.
+    pub hedge_after_ms: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct RawLitellmSettings {
     pub num_retries: Option<u32>,
+    pub fallbacks: Vec<BTreeMap<String, Vec<String>>>,
+    pub context_window_fallbacks: Vec<BTreeMap<String, Vec<String>>>,
+    pub content_policy_fallbacks: Vec<BTreeMap<String, Vec<String>>>,
     /// Seconds.
     pub request_timeout: Option<f64>,
 }

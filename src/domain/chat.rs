@@ -17,6 +17,17 @@ pub struct ChatRequest {
     pub user: Option<String>,
     /// Caller metadata; routing and accounting read it, providers never send it.
     pub metadata: BTreeMap<String, String>,
+    pub routing: RoutingOptions,
+}
+
+/// Per-request routing controls.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoutingOptions {
+    /// Tag routing: only deployments sharing one of these tags serve the request.
+    pub tags: Vec<String>,
+    /// Replaces the configured fallback groups when non-empty.
+    pub fallbacks: Vec<ModelGroup>,
+    pub disable_fallbacks: bool,
 }
 
 /// Sampling and output parameters; `None` means "not sent upstream".
@@ -71,6 +82,19 @@ pub struct Message {
     pub name: Option<String>,
     pub tool_calls: Vec<ToolCall>,
     pub tool_call_id: Option<String>,
+}
+
+impl ChatRequest {
+    /// A rough prompt size in tokens (about four characters per token), for usage caps and
+    /// context-window checks before the provider reports real numbers.
+    pub fn estimated_prompt_tokens(&self) -> u64 {
+        let chars: usize = self
+            .messages
+            .iter()
+            .map(|m| m.content.joined_text().chars().count() + 16)
+            .sum();
+        chars.div_ceil(4) as u64
+    }
 }
 
 impl Message {

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{ModelGroup, Usage};
+use super::{ModelGroup, RoutingOptions, Usage};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct EmbedRequest {
@@ -12,6 +12,16 @@ pub struct EmbedRequest {
     pub dimensions: Option<u32>,
     pub user: Option<String>,
     pub metadata: BTreeMap<String, String>,
+    pub routing: RoutingOptions,
+}
+
+impl EmbedRequest {
+    pub fn estimated_prompt_tokens(&self) -> u64 {
+        self.input
+            .iter()
+            .map(|t| t.chars().count().div_ceil(4) as u64)
+            .sum()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -1,10 +1,13 @@
-//! Routing: resolve a model group, pick a deployment, call it under a deadline, fail over to
-//! another deployment on deployment faults, and report what happened.
+//! Routing: resolve a model group, pick a deployment (strategy, health, tags, tiers, capacity,
+//! usage caps), call it under a deadline, fail over across deployments and fallback groups, cool
+//! failing deployments down, and report what happened.
 //!
 //! Providers are seen only through [`Provider`](crate::providers::Provider) and shared state only
-//! through [`DeploymentState`], so cooldowns, strategies and the Redis-backed state plug in here.
+//! through [`DeploymentState`], so the Redis-backed fleet state plugs in without touching the rules.
 
+mod health;
 mod pick;
+mod run;
 mod state;
 mod stream;
 mod table;
@@ -12,41 +15,42 @@ mod table;
 use std::{sync::Arc, time::Duration};
 
 use arc_swap::ArcSwap;
-use futures_util::StreamExt;
 use tokio::time::Instant;
 
 use crate::{
-    domain::{
-        ChatChunk, ChatRequest, ChatResponse, DeploymentId, EmbedRequest, EmbedResponse, ErrorClass,
-        ModelGroup,
-    },
-    providers::{ChunkStream, ProviderError},
+    domain::{ChatRequest, ChatResponse, DeploymentId, EmbedRequest, EmbedResponse, ErrorClass, ModelGroup},
+    providers::ProviderError,
 };
-pub use state::{DeploymentState, DeploymentView, InFlight, LocalState, Outcome};
+pub use run::Lease;
+use run::{Answer, Call, Ctx, Done, GroupError, GroupRun};
+pub use state::{DeploymentState, DeploymentView, Health, InFlight, LocalState, MinuteCounts, Outcome};
 pub use stream::RoutedStream;
 pub use table::{Deployment, Group, RoutingTable};
-
-/// Backoff before re-trying deployments that already failed: 0.5 s doubling, capped at 8 s.
-const BACKOFF_BASE: Duration = Duration::from_millis(500);
-const BACKOFF_CAP: Duration = Duration::from_secs(8);
 
 /// One upstream attempt, for the caller's `route` and for error messages.
 #[derive(Debug, Clone)]
 pub struct AttemptRecord {
     pub deployment: DeploymentId,
-    /// `None` for the attempt that succeeded.
+    /// `None` for the attempt that answered (or one cancelled by a hedge).
     pub error: Option<ErrorClass>,
     pub duration: Duration,
+    /// Started while an earlier attempt was still running.
+    pub hedged: bool,
+    /// Cancelled because a concurrent attempt answered first.
+    pub cancelled: bool,
 }
 
 /// What the router did to serve a request.
 #[derive(Debug, Clone)]
 pub struct RouteInfo {
+    /// The group that answered (the requested one, or a fallback).
     pub group: ModelGroup,
     pub deployment: DeploymentId,
     pub provider: &'static str,
     pub upstream_model: String,
     pub attempts: Vec<AttemptRecord>,
+    /// Fallback groups entered, in order.
+    pub fallbacks: Vec<ModelGroup>,
 }
 
 /// A routed answer with its route.
@@ -60,6 +64,10 @@ pub struct Routed<T> {
 pub enum RouteError {
     #[error("model group {0:?} does not exist")]
     UnknownGroup(ModelGroup),
+    #[error("fallback model group {0:?} does not exist")]
+    UnknownFallback(ModelGroup),
+    #[error("no deployment of {group:?} carries any of the tags {tags:?}")]
+    NoDeploymentForTags { group: ModelGroup, tags: Vec<String> },
     /// The upstream refused the request itself (bad request, context window, content policy):
     /// another deployment would refuse it too.
     #[error("upstream rejected the request: {error}")]
@@ -73,23 +81,23 @@ pub enum RouteError {
         last: ProviderError,
         attempts: Vec<AttemptRecord>,
     },
+    /// Every deployment is cooling down; the first returns in `retry_in`.
+    #[error("every deployment is cooling down")]
+    AllCoolingDown {
+        retry_in: Duration,
+        attempts: Vec<AttemptRecord>,
+    },
+    /// Every deployment is at its `rpm`/`tpm` for this minute.
+    #[error("every deployment is at its rpm/tpm limit")]
+    RateCapped { attempts: Vec<AttemptRecord> },
+    /// Every deployment is at `max_parallel_requests` and the queue is full or the wait expired.
+    #[error("every deployment is at max_parallel_requests")]
+    AtCapacity { attempts: Vec<AttemptRecord> },
     #[error("deadline exceeded after {} attempts", attempts.len())]
     DeadlineExceeded { attempts: Vec<AttemptRecord> },
     /// A stream failed after its first chunk had been forwarded; it cannot fail over any more.
     #[error("stream interrupted: {0}")]
     StreamInterrupted(ProviderError),
-}
-
-enum Call<'a> {
-    Chat(&'a ChatRequest),
-    Stream(&'a ChatRequest),
-    Embed(&'a EmbedRequest),
-}
-
-enum Answer {
-    Chat(ChatResponse),
-    Stream(ChatChunk, ChunkStream),
-    Embed(EmbedResponse),
 }
 
 pub struct Router {
@@ -115,16 +123,26 @@ impl Router {
         self.table.store(Arc::new(table));
     }
 
+    pub fn state(&self) -> &Arc<dyn DeploymentState> {
+        &self.state
+    }
+
     pub async fn chat(
         &self,
         req: &ChatRequest,
         deadline: Option<Instant>,
     ) -> Result<Routed<ChatResponse>, RouteError> {
-        let (answer, route, _guard, _) = self.run(&req.model, deadline, Call::Chat(req)).await?;
-        match answer {
-            Answer::Chat(value) => Ok(Routed { value, route }),
-            _ => unreachable!("a chat call answers with a chat response"),
-        }
+        let ctx = Ctx {
+            routing: &req.routing,
+            deadline,
+            tokens: req.estimated_prompt_tokens(),
+        };
+        let (done, route) = self.route(&req.model, &ctx, Call::Chat(req)).await?;
+        let Answer::Chat(value) = done.answer else {
+            unreachable!("a chat call answers with a chat response")
+        };
+        self.correct_tokens(&done.deployment, ctx.tokens, u64::from(value.usage.total_tokens));
+        Ok(Routed { value, route })
     }
 
     pub async fn embed(
@@ -132,11 +150,17 @@ impl Router {
         req: &EmbedRequest,
         deadline: Option<Instant>,
     ) -> Result<Routed<EmbedResponse>, RouteError> {
-        let (answer, route, _guard, _) = self.run(&req.model, deadline, Call::Embed(req)).await?;
-        match answer {
-            Answer::Embed(value) => Ok(Routed { value, route }),
-            _ => unreachable!("an embed call answers with embeddings"),
-        }
+        let ctx = Ctx {
+            routing: &req.routing,
+            deadline,
+            tokens: req.estimated_prompt_tokens(),
+        };
+        let (done, route) = self.route(&req.model, &ctx, Call::Embed(req)).await?;
+        let Answer::Embed(value) = done.answer else {
+            unreachable!("an embed call answers with embeddings")
+        };
+        self.correct_tokens(&done.deployment, ctx.tokens, u64::from(value.usage.total_tokens));
+        Ok(Routed { value, route })
     }
 
     /// Opens a stream, failing over until one deployment has produced its first chunk.
@@ -145,165 +169,128 @@ impl Router {
         req: &ChatRequest,
         deadline: Option<Instant>,
     ) -> Result<RoutedStream, RouteError> {
-        let (answer, route, guard, dep) = self.run(&req.model, deadline, Call::Stream(req)).await?;
-        let idle = dep.stream_timeout;
-        match answer {
-            Answer::Stream(first, rest) => Ok(RoutedStream::new(
-                first,
-                rest,
-                route,
-                stream::Limits { idle, deadline },
-                guard,
-                self.state.clone(),
-            )),
-            _ => unreachable!("a stream call answers with a stream"),
+        let ctx = Ctx {
+            routing: &req.routing,
+            deadline,
+            tokens: req.estimated_prompt_tokens(),
+        };
+        let (done, route) = self.route(&req.model, &ctx, Call::Stream(req)).await?;
+        let max_duration = self.table().settings.max_stream_duration;
+        let Answer::Stream(first, rest) = done.answer else {
+            unreachable!("a stream call answers with a stream")
+        };
+        let limits = stream::Limits {
+            idle: done.deployment.idle_timeout,
+            deadline,
+            end: max_duration.map(|d| Instant::now() + d),
+        };
+        Ok(RoutedStream::new(
+            first,
+            rest,
+            route,
+            limits,
+            done.lease,
+            self.state.clone(),
+            ctx.tokens,
+        ))
+    }
+
+    fn correct_tokens(&self, d: &Deployment, estimated: u64, actual: u64) {
+        if actual > 0 {
+            self.state.adjust_tokens(&d.id, actual as i64 - estimated as i64);
         }
     }
 
-    /// The attempt loop: untried deployments first (no sleep while one is left), then backoff and
-    /// another round, until an answer, a request fault, the attempt limit or the deadline.
-    async fn run(
+    /// The requested group, then its fallback groups, each with its own attempts.
+    async fn route(
         &self,
-        group_name: &ModelGroup,
-        deadline: Option<Instant>,
+        group: &ModelGroup,
+        ctx: &Ctx<'_>,
         call: Call<'_>,
-    ) -> Result<(Answer, RouteInfo, InFlight, Arc<Deployment>), RouteError> {
+    ) -> Result<(Done, RouteInfo), RouteError> {
         let table = self.table();
-        let group = table
+        let primary = table
             .groups
-            .get(group_name)
-            .ok_or_else(|| RouteError::UnknownGroup(group_name.clone()))?;
-        let max_attempts = table.settings.num_retries as usize + 1;
-        let mut tried = vec![false; group.deployments.len()];
-        let mut attempts: Vec<AttemptRecord> = Vec::new();
-        let mut last_error: Option<ProviderError> = None;
-        let mut rounds = 0u32;
-        let mut views = Vec::with_capacity(group.deployments.len());
-
-        while attempts.len() < max_attempts {
-            if tried.iter().all(|t| *t) {
-                // Everyone failed once: wait before trying again, if the error is worth waiting for.
-                let last = last_error.as_ref().expect("a failed attempt left its error");
-                if !last.class.is_transient() {
-                    break;
-                }
-                let wait = backoff(rounds, last.retry_after);
-                if deadline.is_some_and(|d| Instant::now() + wait >= d) {
-                    break;
-                }
-                tokio::time::sleep(wait).await;
-                rounds += 1;
-                tried.iter_mut().for_each(|t| *t = false);
-            }
-            let now = Instant::now();
-            if deadline.is_some_and(|d| d <= now) {
-                return Err(RouteError::DeadlineExceeded { attempts });
-            }
-            views.clear();
-            self.state.views(&group.ids, &mut views);
-            let Some(i) = pick::weighted(&group.deployments, &tried, &views) else {
+            .get(group)
+            .ok_or_else(|| RouteError::UnknownGroup(group.clone()))?;
+        if let Some(unknown) = ctx
+            .routing
+            .fallbacks
+            .iter()
+            .find(|g| !table.groups.contains_key(*g))
+        {
+            return Err(RouteError::UnknownFallback(unknown.clone()));
+        }
+        let mut attempts = Vec::new();
+        let mut taken = Vec::new();
+        let mut run = GroupRun {
+            table: &table,
+            group: primary,
+            state: &*self.state,
+            ctx,
+            attempts: &mut attempts,
+        };
+        let mut error = match run.run(&call).await {
+            Ok(done) => return Ok(finish(done, &[], attempts)),
+            Err(e) => e,
+        };
+        let s = &table.settings;
+        let list: &[ModelGroup] = match &error {
+            _ if ctx.routing.disable_fallbacks => &[],
+            GroupError::Rejected(e) => match e.class {
+                ErrorClass::ContextWindowExceeded => s.context_window_fallbacks.for_group(group),
+                ErrorClass::ContentPolicy => s.content_policy_fallbacks.for_group(group),
+                _ => &[],
+            },
+            GroupError::Deadline | GroupError::NoTags => &[],
+            _ if !ctx.routing.fallbacks.is_empty() => &ctx.routing.fallbacks,
+            _ => s.fallbacks.for_group(group),
+        };
+        for fallback in list.iter().filter(|g| *g != group).take(s.max_fallbacks as usize) {
+            if ctx.deadline.is_some_and(|d| d <= Instant::now()) {
                 break;
+            }
+            let Some(g) = table.groups.get(fallback) else {
+                continue;
             };
-            tried[i] = true;
-            let dep = &group.deployments[i];
-            let limit = match call {
-                Call::Stream(_) => dep.stream_timeout,
-                _ => dep.timeout,
+            taken.push(fallback.clone());
+            tracing::info!(from = %group, to = %fallback, "falling back to another model group");
+            let mut run = GroupRun {
+                table: &table,
+                group: g,
+                state: &*self.state,
+                ctx,
+                attempts: &mut attempts,
             };
-            let budget = deadline.map_or(limit, |d| limit.min(d - now));
-            let guard = self.state.begin(&dep.id);
-            let started = Instant::now();
-            let result = attempt(dep, &call, budget).await;
-            let duration = started.elapsed();
-            match result {
-                Ok(answer) => {
-                    self.state.record(&dep.id, Outcome::Success { latency: duration });
-                    attempts.push(AttemptRecord {
-                        deployment: dep.id.clone(),
-                        error: None,
-                        duration,
-                    });
-                    let route = RouteInfo {
-                        group: group.name.clone(),
-                        deployment: dep.id.clone(),
-                        provider: dep.provider.name(),
-                        upstream_model: dep.provider.upstream_model().to_string(),
-                        attempts,
-                    };
-                    return Ok((answer, route, guard, dep.clone()));
-                }
-                Err(error) => {
-                    drop(guard);
-                    self.state
-                        .record(&dep.id, Outcome::Failure { class: error.class });
-                    tracing::warn!(deployment = %dep.id, error = %error, "upstream attempt failed");
-                    attempts.push(AttemptRecord {
-                        deployment: dep.id.clone(),
-                        error: Some(error.class),
-                        duration,
-                    });
-                    if error.class.is_request_fault() {
-                        return Err(RouteError::Rejected { error, attempts });
-                    }
-                    last_error = Some(error);
-                }
+            match run.run(&call).await {
+                Ok(done) => return Ok(finish(done, &taken, attempts)),
+                Err(e) => error = e,
             }
         }
-        if deadline.is_some_and(|d| d <= Instant::now()) {
-            return Err(RouteError::DeadlineExceeded { attempts });
-        }
-        Err(RouteError::Exhausted {
-            last: last_error.expect("the loop ran at least one attempt"),
-            attempts,
+        Err(match error {
+            GroupError::Rejected(error) => RouteError::Rejected { error, attempts },
+            GroupError::Exhausted(last) => RouteError::Exhausted { last, attempts },
+            GroupError::CoolingDown(retry_in) => RouteError::AllCoolingDown { retry_in, attempts },
+            GroupError::RateCapped => RouteError::RateCapped { attempts },
+            GroupError::AtCapacity => RouteError::AtCapacity { attempts },
+            GroupError::Deadline => RouteError::DeadlineExceeded { attempts },
+            GroupError::NoTags => RouteError::NoDeploymentForTags {
+                group: group.clone(),
+                tags: ctx.routing.tags.clone(),
+            },
         })
     }
 }
 
-async fn attempt(dep: &Deployment, call: &Call<'_>, budget: Duration) -> Result<Answer, ProviderError> {
-    let work = async {
-        match call {
-            Call::Chat(r) => dep.provider.chat(r).await.map(Answer::Chat),
-            Call::Embed(r) => dep.provider.embed(r).await.map(Answer::Embed),
-            Call::Stream(r) => {
-                let mut s = dep.provider.chat_stream(r).await?;
-                match s.next().await {
-                    Some(Ok(first)) => Ok(Answer::Stream(first, s)),
-                    Some(Err(e)) => Err(e),
-                    None => Err(ProviderError::new(
-                        ErrorClass::MalformedResponse,
-                        "upstream stream ended without a chunk",
-                    )),
-                }
-            }
-        }
+fn finish(done: Done, fallbacks: &[ModelGroup], attempts: Vec<AttemptRecord>) -> (Done, RouteInfo) {
+    let d = &done.deployment;
+    let route = RouteInfo {
+        group: d.group.clone(),
+        deployment: d.id.clone(),
+        provider: d.provider.name(),
+        upstream_model: d.provider.upstream_model().to_string(),
+        attempts,
+        fallbacks: fallbacks.to_vec(),
     };
-    match tokio::time::timeout(budget, work).await {
-        Ok(r) => r,
-        Err(_) => Err(ProviderError::new(
-            ErrorClass::Timeout,
-            format!("no answer within {} ms", budget.as_millis()),
-        )),
-    }
-}
-
-/// Exponential backoff with full jitter, never shorter than the provider's Retry-After.
-fn backoff(round: u32, retry_after: Option<Duration>) -> Duration {
-    let exp = BACKOFF_BASE.saturating_mul(1 << round.min(5)).min(BACKOFF_CAP);
-    let jittered = exp.mul_f64(0.5 + fastrand::f64() * 0.5);
-    retry_after.map_or(jittered, |r| r.max(jittered))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_caps_and_honours_retry_after() {
-        for round in 0..10 {
-            let b = backoff(round, None);
-            let exp = BACKOFF_BASE.saturating_mul(1 << round.min(5)).min(BACKOFF_CAP);
-            assert!(b >= exp / 2 && b <= exp, "round {round}: {b:?}");
-        }
-        assert!(backoff(0, Some(Duration::from_secs(3))) >= Duration::from_secs(3));
-    }
+    (done, route)
 }

@@ -1,6 +1,6 @@
-//! A stream that has passed its first chunk: forwards the rest under an inter-chunk idle timeout
-//! and the caller's deadline, and records the outcome when it ends. Dropping it (a cancelled
-//! caller) drops the upstream response, which closes the upstream request.
+//! A stream that has passed its first chunk: forwards the rest under an inter-chunk idle timeout,
+//! the caller's deadline and the maximum stream duration, and books the outcome when it ends.
+//! Dropping it (a cancelled caller) drops the upstream response, which closes the upstream request.
 
 use std::{
     pin::Pin,
@@ -12,7 +12,7 @@ use std::{
 use futures_util::{Stream, StreamExt};
 use tokio::time::{Instant, Sleep};
 
-use super::{DeploymentState, InFlight, Outcome, RouteError, RouteInfo};
+use super::{DeploymentState, Lease, Outcome, RouteError, RouteInfo};
 use crate::{
     domain::{ChatChunk, ErrorClass},
     providers::{ChunkStream, ProviderError},
@@ -21,8 +21,20 @@ use crate::{
 pub(super) struct Limits {
     /// Longest silence between two chunks.
     pub idle: Duration,
-    /// The caller's deadline caps the whole stream.
+    /// The caller's deadline.
     pub deadline: Option<Instant>,
+    /// `max_stream_duration`.
+    pub end: Option<Instant>,
+}
+
+impl Limits {
+    fn next_timeout(&self) -> Instant {
+        let idle = Instant::now() + self.idle;
+        [self.deadline, self.end]
+            .into_iter()
+            .flatten()
+            .fold(idle, Instant::min)
+    }
 }
 
 pub struct RoutedStream {
@@ -33,7 +45,9 @@ pub struct RoutedStream {
     timer: Pin<Box<Sleep>>,
     started: Instant,
     state: Arc<dyn DeploymentState>,
-    guard: Option<InFlight>,
+    lease: Option<Lease>,
+    /// Prompt tokens counted at admission, corrected when the usage chunk arrives.
+    estimated_tokens: u64,
     done: bool,
 }
 
@@ -43,37 +57,47 @@ impl RoutedStream {
         inner: ChunkStream,
         route: RouteInfo,
         limits: Limits,
-        guard: InFlight,
+        lease: Lease,
         state: Arc<dyn DeploymentState>,
+        estimated_tokens: u64,
     ) -> Self {
-        let timer = Box::pin(tokio::time::sleep_until(next_timeout(&limits)));
-        Self {
-            first: Some(first),
+        let timer = Box::pin(tokio::time::sleep_until(limits.next_timeout()));
+        let mut s = Self {
+            first: None,
             inner,
             route,
             limits,
             timer,
             started: Instant::now(),
             state,
-            guard: Some(guard),
+            lease: Some(lease),
+            estimated_tokens,
             done: false,
-        }
+        };
+        s.observe(&first);
+        s.first = Some(first);
+        s
     }
 
     pub fn route(&self) -> &RouteInfo {
         &self.route
     }
 
-    fn finish(&mut self, outcome: Outcome) {
-        self.done = true;
-        self.guard = None;
-        self.state.record(&self.route.deployment, outcome);
+    fn observe(&mut self, chunk: &ChatChunk) {
+        if let Some(u) = &chunk.usage {
+            let actual = i64::from(u.total_tokens);
+            self.state
+                .adjust_tokens(&self.route.deployment, actual - self.estimated_tokens as i64);
+        }
     }
-}
 
-fn next_timeout(l: &Limits) -> Instant {
-    let idle = Instant::now() + l.idle;
-    l.deadline.map_or(idle, |d| d.min(idle))
+    fn fail(&mut self, class: ErrorClass) {
+        self.done = true;
+        self.lease = None;
+        let latency = self.started.elapsed();
+        self.state
+            .record(&self.route.deployment, Outcome::Failure { class, latency });
+    }
 }
 
 impl Stream for RoutedStream {
@@ -89,36 +113,41 @@ impl Stream for RoutedStream {
         }
         match this.inner.poll_next_unpin(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
-                let at = next_timeout(&this.limits);
+                this.observe(&chunk);
+                let at = this.limits.next_timeout();
                 this.timer.as_mut().reset(at);
                 Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(Some(Err(e))) => {
-                this.finish(Outcome::Failure { class: e.class });
+                this.fail(e.class);
                 Poll::Ready(Some(Err(RouteError::StreamInterrupted(e))))
             }
             Poll::Ready(None) => {
-                let latency = this.started.elapsed();
-                this.finish(Outcome::Success { latency });
+                // Success was booked at the first chunk (time to first token).
+                this.done = true;
+                this.lease = None;
                 Poll::Ready(None)
             }
             Poll::Pending => match this.timer.as_mut().poll(cx) {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(()) => {
-                    let deadline_passed = this.limits.deadline.is_some_and(|d| d <= Instant::now());
-                    this.finish(Outcome::Failure {
-                        class: ErrorClass::Timeout,
-                    });
-                    let err = if deadline_passed {
+                    let now = Instant::now();
+                    let err = if this.limits.deadline.is_some_and(|d| d <= now) {
                         RouteError::DeadlineExceeded {
                             attempts: this.route.attempts.clone(),
                         }
+                    } else if this.limits.end.is_some_and(|e| e <= now) {
+                        RouteError::StreamInterrupted(ProviderError::new(
+                            ErrorClass::Timeout,
+                            "stream exceeded max_stream_duration",
+                        ))
                     } else {
                         RouteError::StreamInterrupted(ProviderError::new(
                             ErrorClass::Timeout,
                             format!("no chunk for {} ms", this.limits.idle.as_millis()),
                         ))
                     };
+                    this.fail(ErrorClass::Timeout);
                     Poll::Ready(Some(Err(err)))
                 }
             },

@@ -1,9 +1,15 @@
 //! The routing table: model groups and their deployments, built once per config and swapped whole.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, atomic::AtomicU32},
+    time::Duration,
+};
+
+use tokio::sync::{Notify, Semaphore};
 
 use crate::{
-    config::{Config, DeploymentConfig, RouterSettings},
+    config::{Config, DeploymentConfig, Hedge, RouterSettings, RoutingStrategy},
     domain::{DeploymentId, ModelGroup},
     providers::{self, HttpClient, Provider},
 };
@@ -11,11 +17,27 @@ use crate::{
 /// One routable upstream deployment.
 pub struct Deployment {
     pub id: DeploymentId,
+    pub group: ModelGroup,
     pub provider: Arc<dyn Provider>,
     /// Relative probability of being picked by simple-shuffle.
     pub pick_weight: f64,
+    /// Priority tier: lower first.
+    pub order: u32,
+    pub tags: Vec<String>,
+    /// Per-attempt timeout of unary calls.
     pub timeout: Duration,
-    pub stream_timeout: Duration,
+    /// Time allowed to the first chunk of a stream.
+    pub ttft_timeout: Duration,
+    /// Longest gap between two chunks of a stream.
+    pub idle_timeout: Duration,
+    pub cooldown_time: Duration,
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    /// `max_parallel_requests` on this replica.
+    pub slots: Option<Arc<Semaphore>>,
+    /// USD per input token + per output token, when known (cost-based routing).
+    pub price: Option<f64>,
+    pub max_input_tokens: Option<u32>,
 }
 
 pub struct Group {
@@ -23,6 +45,15 @@ pub struct Group {
     pub deployments: Vec<Arc<Deployment>>,
     /// The deployments' ids in the same order, for batched state reads.
     pub ids: Vec<DeploymentId>,
+    pub strategy: RoutingStrategy,
+    pub hedge: Option<Hedge>,
+    pub num_retries: u32,
+    /// Some deployment carries the `default` tag (it serves untagged requests).
+    pub has_default_tag: bool,
+    /// Woken when a deployment slot frees up (requests queued on `max_parallel_requests`).
+    pub slot_freed: Arc<Notify>,
+    /// Requests currently queued for a slot.
+    pub queued: Arc<AtomicU32>,
 }
 
 pub struct RoutingTable {
@@ -43,7 +74,7 @@ impl RoutingTable {
                 })
                 .push(d);
         }
-        let settings = config.router.clone();
+        let s = &config.router;
         let groups = order
             .into_iter()
             .map(|name| {
@@ -52,32 +83,54 @@ impl RoutingTable {
                 let deployments: Vec<Arc<Deployment>> = deps
                     .iter()
                     .zip(weights)
-                    .map(|(d, w)| {
-                        let timeout = d.timeout.unwrap_or(settings.timeout);
-                        Arc::new(Deployment {
-                            id: d.id.clone(),
-                            provider: providers::build(d, http),
-                            pick_weight: w,
-                            timeout,
-                            stream_timeout: d.stream_timeout.unwrap_or(timeout),
-                        })
-                    })
+                    .map(|(d, w)| Arc::new(deployment(d, w, s, http)))
                     .collect();
-                let ids = deployments.iter().map(|d| d.id.clone()).collect();
                 let group = Group {
-                    name: name.clone(),
+                    ids: deployments.iter().map(|d| d.id.clone()).collect(),
+                    has_default_tag: deployments.iter().any(|d| d.tags.iter().any(|t| t == "default")),
                     deployments,
-                    ids,
+                    strategy: s.strategy_for(&name),
+                    hedge: s.hedge_for(&name),
+                    num_retries: s.num_retries_for(&name),
+                    slot_freed: Arc::new(Notify::new()),
+                    queued: Arc::default(),
+                    name: name.clone(),
                 };
                 (name, group)
             })
             .collect();
-        RoutingTable { groups, settings }
+        RoutingTable {
+            groups,
+            settings: s.clone(),
+        }
     }
+}
 
-    /// Group names in no particular order.
-    pub fn group_names(&self) -> impl Iterator<Item = &ModelGroup> {
-        self.groups.keys()
+fn deployment(d: &DeploymentConfig, pick_weight: f64, s: &RouterSettings, http: &HttpClient) -> Deployment {
+    let timeout = d.timeout.unwrap_or(s.timeout);
+    let ttft_timeout = d.stream_timeout.or(s.stream_timeout).unwrap_or(timeout);
+    let price = match (d.input_cost_per_token, d.output_cost_per_token) {
+        (None, None) => None,
+        (i, o) => Some(i.unwrap_or(0.0) + o.unwrap_or(0.0)),
+    };
+    Deployment {
+        id: d.id.clone(),
+        group: d.group.clone(),
+        provider: providers::build(d, http),
+        pick_weight,
+        order: d.order,
+        tags: d.tags.clone(),
+        timeout,
+        ttft_timeout,
+        idle_timeout: s.stream_idle_timeout.unwrap_or(ttft_timeout),
+        cooldown_time: d.cooldown_time.unwrap_or(s.cooldown_time),
+        rpm: d.rpm,
+        tpm: d.tpm,
+        slots: d
+            .max_parallel_requests
+            .map(|n| Arc::new(Semaphore::new(n as usize))),
+        price,
+        max_input_tokens: d.max_input_tokens,
     }
 }
 

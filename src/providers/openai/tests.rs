@@ -58,6 +58,10 @@ fn request() -> ChatRequest {
         response_format: Some(ResponseFormat::JsonObject),
         user: Some("end-user-1".into()),
         metadata: BTreeMap::from([("tag".into(), "never-sent".into())]),
+        routing: RoutingOptions {
+            tags: vec!["never-sent-either".into()],
+            ..Default::default()
+        },
     }
 }
 
