@@ -27,6 +27,8 @@ use serde_json::{Value, json};
 pub enum Behavior {
     /// Answer with this text (a chat completion, or an SSE stream of words if the request streams).
     Reply(String),
+    /// Like `Reply`, after a delay (for streams: before the first chunk).
+    ReplyAfter(Duration, String),
     /// An error response: status, body, extra headers.
     Error {
         status: u16,
@@ -69,6 +71,25 @@ struct Shared {
     log: Arc<Mutex<Vec<Recorded>>>,
     /// Streams whose body was dropped before it ended: the client went away.
     abandoned_streams: Arc<AtomicUsize>,
+    in_flight: Arc<AtomicUsize>,
+    max_in_flight: Arc<AtomicUsize>,
+}
+
+/// Counts a request in flight while alive (unary handlers).
+struct Busy(Arc<AtomicUsize>);
+
+impl Busy {
+    fn new(shared: &Shared) -> Busy {
+        let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        Busy(shared.in_flight.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 pub struct FakeOpenAi {
@@ -84,6 +105,8 @@ impl FakeOpenAi {
             script: Arc::new(Mutex::new(Arc::new(script))),
             log: Arc::default(),
             abandoned_streams: Arc::default(),
+            in_flight: Arc::default(),
+            max_in_flight: Arc::default(),
         };
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
@@ -130,6 +153,11 @@ impl FakeOpenAi {
 
     pub fn count(&self) -> usize {
         self.shared.log.lock().unwrap().len()
+    }
+
+    /// The most requests this fake was serving at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.shared.max_in_flight.load(Ordering::SeqCst)
     }
 
     pub fn abandoned_streams(&self) -> usize {
@@ -201,6 +229,10 @@ pub fn reply_stream(n: usize, model: &str, text: &str) -> Vec<String> {
 async fn respond(shared: &Shared, behavior: Behavior, body_json: impl FnOnce() -> Value) -> Response {
     match behavior {
         Behavior::Reply(_) => axum::Json(body_json()).into_response(),
+        Behavior::ReplyAfter(delay, _) => {
+            tokio::time::sleep(delay).await;
+            axum::Json(body_json()).into_response()
+        }
         Behavior::Error {
             status,
             body,
@@ -273,15 +305,32 @@ fn sse(shared: &Shared, data: Vec<String>, delay: Duration, end: StreamEnd) -> R
 }
 
 async fn chat(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let _busy = Busy::new(&shared);
     let (n, req, behavior) = record(&shared, "/v1/chat/completions", headers, &body);
     let model = req["model"].as_str().unwrap_or("unknown").to_string();
     let streaming = req["stream"].as_bool().unwrap_or(false);
-    if let (true, Behavior::Reply(text)) = (streaming, &behavior) {
-        let data = reply_stream(n, &model, text);
-        return sse(&shared, data, Duration::ZERO, StreamEnd::Done);
+    match (streaming, &behavior) {
+        (true, Behavior::Reply(text)) => {
+            return sse(
+                &shared,
+                reply_stream(n, &model, text),
+                Duration::ZERO,
+                StreamEnd::Done,
+            );
+        }
+        (true, Behavior::ReplyAfter(delay, text)) => {
+            tokio::time::sleep(*delay).await;
+            return sse(
+                &shared,
+                reply_stream(n, &model, text),
+                Duration::ZERO,
+                StreamEnd::Done,
+            );
+        }
+        _ => {}
     }
     let text = match &behavior {
-        Behavior::Reply(t) => t.clone(),
+        Behavior::Reply(t) | Behavior::ReplyAfter(_, t) => t.clone(),
         _ => String::new(),
     };
     respond(&shared, behavior, || {
