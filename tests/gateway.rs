@@ -67,13 +67,17 @@ async fn unary_chat_is_translated_to_openai_and_back() {
 async fn streaming_forwards_chunks_with_usage_and_route_on_the_last() {
     let fake = FakeOpenAi::replying("one two three").await;
     let gw = Gateway::start(&config(&[openai("smart", &fake, "")], "")).await;
-    let mut stream = gw
+    let resp = gw
         .chat()
         .await
         .stream_complete(chat_request("smart", "count"))
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
+    assert_eq!(
+        resp.metadata().get("x-switchboard-deployment").unwrap(),
+        "smart/openai/gpt-test"
+    );
+    let mut stream = resp.into_inner();
     let mut chunks = Vec::new();
     while let Some(c) = stream.next().await {
         chunks.push(c.unwrap());

@@ -422,7 +422,18 @@ async fn fallbacks_to_other_groups() {
     );
     let gw = Gateway::start(&yaml).await;
 
-    let route = ask_group(&gw, "smart").await.unwrap();
+    let resp = gw
+        .chat()
+        .await
+        .complete(chat_request("smart", "hi"))
+        .await
+        .unwrap();
+    let md = resp.metadata().clone();
+    assert_eq!(md.get("x-switchboard-model-group").unwrap(), "cheap");
+    assert_eq!(md.get("x-switchboard-deployment").unwrap(), "cheap-a");
+    assert_eq!(md.get("x-switchboard-attempts").unwrap(), "2");
+    assert_eq!(md.get("x-switchboard-fallbacks").unwrap(), "cheap");
+    let route = resp.into_inner().route.unwrap();
     assert_eq!(
         (route.model_group.as_str(), route.deployment_id.as_str()),
         ("cheap", "cheap-a")
@@ -482,6 +493,57 @@ async fn fallbacks_to_other_groups() {
         reason(&err),
         "CONTEXT_WINDOW_EXCEEDED",
         "no context-window fallback for this group"
+    );
+}
+
+#[tokio::test]
+async fn prompts_that_cannot_fit_skip_small_deployments_without_a_call() {
+    let small = FakeOpenAi::replying("small").await;
+    let large = FakeOpenAi::replying("large").await;
+    let long = FakeOpenAi::replying("long").await;
+    let yaml = config(
+        &[
+            // gpt-4o counts with o200k: "hello " x 1000 is exactly 1000 tokens.
+            "  - model_name: g\n    litellm_params: {model: openai/gpt-4o, api_base: \"BASE_SMALL\", max_input_tokens: 900}\n    model_info: {id: small}\n".replace("BASE_SMALL", &small.base()),
+            "  - model_name: g\n    litellm_params: {model: openai/gpt-4o, api_base: \"BASE_LARGE\"}\n    model_info: {id: large, max_input_tokens: 1100}\n".replace("BASE_LARGE", &large.base()),
+            "  - model_name: only-small\n    litellm_params: {model: openai/gpt-4o, api_base: \"BASE\", max_input_tokens: 900}\n".replace("BASE", &small.base()),
+            dep("long", "long-a", &long, ""),
+        ],
+        "router_settings: {context_window_fallbacks: [{only-small: [long]}]}\n",
+    );
+    let gw = Gateway::start(&yaml).await;
+    let big = "hello ".repeat(1000);
+    for _ in 0..10 {
+        assert_eq!(
+            ask(&gw, chat_request("g", &big)).await.unwrap().deployment_id,
+            "large"
+        );
+    }
+    assert_eq!(
+        small.count(),
+        0,
+        "the 900-token deployment is never called with a 1000-token prompt"
+    );
+    // Short prompts go anywhere (decided by length alone, no counting).
+    let mut seen_small = false;
+    for _ in 0..30 {
+        seen_small |= ask_group(&gw, "g").await.unwrap().deployment_id == "small";
+    }
+    assert!(seen_small);
+    // Nothing in the group fits: context-window fallbacks, without calling the group.
+    let before = small.count();
+    let route = ask(&gw, chat_request("only-small", &big)).await.unwrap();
+    assert_eq!(route.fallbacks, ["long"]);
+    assert_eq!(small.count(), before);
+    let err = ask(&gw, chat_request("g", &"hello ".repeat(2000)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(reason(&err), "CONTEXT_WINDOW_EXCEEDED");
+    assert!(
+        err.message().contains("exceeds max_input_tokens"),
+        "{}",
+        err.message()
     );
 }
 
@@ -634,6 +696,126 @@ async fn hedging_takes_the_first_answer_and_cancels_the_other() {
     assert_eq!(log["fast"], (true, false), "the hedge answered");
     assert_eq!(log["slow"], (false, true), "the first attempt was cancelled");
     assert_eq!(slow.count(), 1);
+}
+
+#[tokio::test]
+async fn hedging_after_the_observed_p95() {
+    let a = FakeOpenAi::replying("a").await;
+    let b = FakeOpenAi::replying("b").await;
+    let gw = Gateway::start(&config(
+        &[dep("g", "a", &a, ", order: 1"), dep("g", "b", &b, ", order: 2")],
+        "router_settings: {model_group_settings: {g: {hedge_after_ms: p95}}}\n",
+    ))
+    .await;
+    for _ in 0..25 {
+        assert_eq!(ask_group(&gw, "g").await.unwrap().deployment_id, "a");
+    }
+    // `a` turns slow: the hedge goes out after the p95 seen so far (milliseconds), not after 5 s.
+    a.set(|_| Behavior::ReplyAfter(Duration::from_secs(5), "late".into()));
+    let started = Instant::now();
+    let route = ask_group(&gw, "g").await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(route.deployment_id, "b");
+    assert!(
+        route
+            .attempt_log
+            .iter()
+            .any(|x| x.deployment_id == "a" && x.cancelled)
+    );
+}
+
+#[tokio::test]
+async fn max_stream_duration_caps_a_dribbling_stream() {
+    let fake = FakeOpenAi::start(|n| Behavior::Stream {
+        data: common::fake_openai::reply_stream(n, "m", "a b c d e f g h"),
+        delay: Duration::from_millis(100),
+        end: common::fake_openai::StreamEnd::Done,
+    })
+    .await;
+    let gw = Gateway::start(&config(
+        &[dep("g", "only", &fake, "")],
+        "router_settings: {max_stream_duration: 0.35}\n",
+    ))
+    .await;
+    let started = Instant::now();
+    let mut s = gw
+        .chat()
+        .await
+        .stream_complete(chat_request("g", "hi"))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut chunks = 0;
+    let err = loop {
+        match s.next().await {
+            Some(Ok(_)) => chunks += 1,
+            Some(Err(e)) => break e,
+            None => panic!("the stream must be cut at max_stream_duration"),
+        }
+    };
+    assert_eq!(reason(&err), "STREAM_INTERRUPTED");
+    assert!((1..11).contains(&chunks), "{chunks} chunks");
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn strategy_can_be_set_per_model_group() {
+    let fast = FakeOpenAi::start(|_| Behavior::ReplyAfter(Duration::from_millis(5), "fast".into())).await;
+    let slow = FakeOpenAi::start(|_| Behavior::ReplyAfter(Duration::from_millis(120), "slow".into())).await;
+    let gw = Gateway::start(&config(
+        &[dep("g", "fast", &fast, ""), dep("g", "slow", &slow, "")],
+        "router_settings:\n  routing_strategy: simple-shuffle\n  model_group_settings: {g: {routing_strategy: latency-based-routing}}\n",
+    ))
+    .await;
+    for _ in 0..20 {
+        ask_group(&gw, "g").await.unwrap();
+    }
+    assert_eq!(
+        slow.count(),
+        1,
+        "latency-based for this group, despite the router's simple-shuffle"
+    );
+}
+
+#[tokio::test]
+async fn requests_beyond_max_parallel_spill_to_other_deployments() {
+    let capped =
+        FakeOpenAi::start(|_| Behavior::ReplyAfter(Duration::from_millis(300), "capped".into())).await;
+    let open = FakeOpenAi::start(|_| Behavior::ReplyAfter(Duration::from_millis(300), "open".into())).await;
+    let gw = Gateway::start(&config(
+        &[
+            dep("g", "capped", &capped, ", max_parallel_requests: 1"),
+            dep("g", "open", &open, ""),
+        ],
+        "",
+    ))
+    .await;
+    let client = gw.chat().await;
+    let started = Instant::now();
+    let calls: Vec<_> = (0..6)
+        .map(|_| {
+            let mut c = client.clone();
+            tokio::spawn(async move { c.complete(chat_request("g", "hi")).await })
+        })
+        .collect();
+    for c in calls {
+        c.await.unwrap().unwrap();
+    }
+    assert_eq!(capped.max_in_flight(), 1);
+    assert!(open.count() >= 5);
+    assert!(
+        started.elapsed() < Duration::from_millis(550),
+        "nobody queued: {:?}",
+        started.elapsed()
+    );
 }
 
 /// 2,000 requests against three deployments: one fails 30% of the time, one hangs, one is healthy.

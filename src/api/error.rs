@@ -152,17 +152,21 @@ impl ApiError {
                         "the provider rejected the request as invalid",
                     ),
                 };
-                let dep = attempts
-                    .last()
-                    .map(|a| a.deployment.to_string())
-                    .unwrap_or_default();
-                Mapped {
-                    metadata: HashMap::from([("deployment".into(), dep.clone())]),
-                    ..m(
+                match attempts.last() {
+                    Some(a) => Mapped {
+                        metadata: HashMap::from([("deployment".into(), a.deployment.to_string())]),
+                        ..m(
+                            Code::InvalidArgument,
+                            reason,
+                            format!("{what} (deployment {})", a.deployment),
+                        )
+                    },
+                    // Refused before any call (the context-window check): our own message says why.
+                    None => m(
                         Code::InvalidArgument,
                         reason,
-                        format!("{what} (deployment {dep})"),
-                    )
+                        format!("{what}: {}", error.message),
+                    ),
                 }
             }
             ApiError::Route(RouteError::Exhausted { last, attempts }) => {

@@ -11,7 +11,7 @@ use crate::{
     auth::{Authenticator, Principal},
     domain::Cost,
     proto as pb,
-    router::{RoutedStream, Router},
+    router::{RouteInfo, RoutedStream, Router},
 };
 
 /// What every data-plane call needs before it is routed.
@@ -66,6 +66,22 @@ fn grpc_timeout(md: &MetadataMap) -> Option<Duration> {
     })
 }
 
+/// The route as response metadata (for proxies, logs and callers that do not read the body).
+fn route_metadata(md: &mut MetadataMap, route: &RouteInfo) {
+    let mut put = |key: &'static str, value: String| {
+        if let Ok(v) = value.parse() {
+            md.insert(key, v);
+        }
+    };
+    put("x-switchboard-model-group", route.group.to_string());
+    put("x-switchboard-deployment", route.deployment.to_string());
+    put("x-switchboard-attempts", route.attempts.len().to_string());
+    if !route.fallbacks.is_empty() {
+        let list: Vec<&str> = route.fallbacks.iter().map(|g| g.as_str()).collect();
+        put("x-switchboard-fallbacks", list.join(","));
+    }
+}
+
 pub struct ChatApi(pub Arc<Gateway>);
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ChatChunk, Status>> + Send>>;
@@ -84,7 +100,10 @@ impl pb::chat_service_server::ChatService for ChatApi {
             .chat(&req, ctx.deadline)
             .await
             .map_err(ApiError::from)?;
-        Ok(Response::new(convert::chat_response(routed, Cost::ZERO)))
+        let route = routed.route.clone();
+        let mut resp = Response::new(convert::chat_response(routed, Cost::ZERO));
+        route_metadata(resp.metadata_mut(), &route);
+        Ok(resp)
     }
 
     type StreamCompleteStream = ChunkStream;
@@ -101,7 +120,10 @@ impl pb::chat_service_server::ChatService for ChatApi {
             .chat_stream(&req, ctx.deadline)
             .await
             .map_err(ApiError::from)?;
-        Ok(Response::new(chunks_with_route(stream)))
+        let route = stream.route().clone();
+        let mut resp = Response::new(chunks_with_route(stream));
+        route_metadata(resp.metadata_mut(), &route);
+        Ok(resp)
     }
 }
 
@@ -180,7 +202,10 @@ impl pb::embeddings_service_server::EmbeddingsService for EmbeddingsApi {
             .embed(&req, ctx.deadline)
             .await
             .map_err(ApiError::from)?;
-        Ok(Response::new(convert::embed_response(routed, Cost::ZERO)))
+        let route = routed.route.clone();
+        let mut resp = Response::new(convert::embed_response(routed, Cost::ZERO));
+        route_metadata(resp.metadata_mut(), &route);
+        Ok(resp)
     }
 }
 

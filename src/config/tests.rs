@@ -187,3 +187,93 @@ fn provider_key_falls_back_to_the_vendor_env_var() {
         "sk-openai-secret"
     );
 }
+
+#[test]
+fn router_settings_are_validated_with_paths() {
+    let base = "model_list:\n  - {model_name: smart, litellm_params: {model: gpt-4o}}\n  - {model_name: cheap, litellm_params: {model: gpt-4o-mini}}\n";
+    let e = err(&format!(
+        "{base}router_settings: {{fallbacks: [{{smart: [cheap, cheep]}}]}}\n"
+    ));
+    assert_eq!(
+        e,
+        "router_settings.fallbacks[0].smart[1]: unknown model group \"cheep\""
+    );
+    let e = err(&format!(
+        "{base}litellm_settings: {{fallbacks: [{{smrt: [cheap]}}]}}\n"
+    ));
+    assert_eq!(
+        e,
+        "litellm_settings.fallbacks[0].smrt: unknown model group \"smrt\""
+    );
+    let e = err(&format!(
+        "{base}router_settings: {{retry_policy: {{RateLimitErrorRetrys: 3}}}}\n"
+    ));
+    assert!(
+        e.starts_with("router_settings.retry_policy.RateLimitErrorRetrys: unknown key"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{base}router_settings: {{model_group_settings: {{smart: {{hedge_after_ms: soon}}}}}}\n"
+    ));
+    assert!(
+        e.starts_with("router_settings.model_group_settings.smart.hedge_after_ms: expected"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{base}router_settings: {{model_group_settings: {{smarty: {{}}}}}}\n"
+    ));
+    assert!(
+        e.starts_with("router_settings.model_group_settings.smarty: unknown model group"),
+        "{e}"
+    );
+    let e = err(&format!("{base}router_settings: {{cooldown_time: -1}}\n"));
+    assert!(
+        e.starts_with("router_settings.cooldown_time: must be a positive number"),
+        "{e}"
+    );
+}
+
+#[test]
+fn router_settings_resolve_litellm_names_and_per_group_overrides() {
+    let c = Config::parse(
+        r#"
+model_list:
+  - {model_name: smart, litellm_params: {model: gpt-4o, order: 2, tags: [eu], cooldown_time: 9, max_parallel_requests: 4}}
+  - {model_name: cheap, litellm_params: {model: gpt-4o-mini}, model_info: {max_input_tokens: 128000}}
+router_settings:
+  routing_strategy: usage-based-routing
+  num_retries: 4
+  retry_policy: {RateLimitErrorRetries: 7, InternalServerErrorRetries: 1}
+  allowed_fails_policy: {TimeoutErrorAllowedFails: 2}
+  default_fallbacks: [cheap]
+  model_group_settings: {cheap: {routing_strategy: least-busy, num_retries: 0, hedge_after_ms: 250}}
+"#,
+        &env,
+    )
+    .unwrap();
+    let r = &c.router;
+    use crate::{config::RoutingStrategy, domain::ErrorClass};
+    let (smart, cheap) = (ModelGroup::new("smart"), ModelGroup::new("cheap"));
+    assert_eq!(r.strategy_for(&smart), RoutingStrategy::UsageBased);
+    assert_eq!(r.strategy_for(&cheap), RoutingStrategy::LeastBusy);
+    assert_eq!((r.num_retries_for(&smart), r.num_retries_for(&cheap)), (4, 0));
+    assert_eq!(
+        r.hedge_for(&cheap),
+        Some(crate::config::Hedge::After(Duration::from_millis(250)))
+    );
+    assert_eq!(r.retry_policy.get(ErrorClass::RateLimited), Some(7));
+    assert_eq!(
+        r.retry_policy.get(ErrorClass::Overloaded),
+        Some(1),
+        "InternalServerError covers 503/529"
+    );
+    assert_eq!(r.retry_policy.get(ErrorClass::Timeout), None);
+    assert_eq!(r.allowed_fails_policy.get(ErrorClass::Timeout), Some(2));
+    assert_eq!(r.fallbacks.for_group(&smart), std::slice::from_ref(&cheap));
+    let d = &c.deployments[0];
+    assert_eq!(
+        (d.order, d.tags.clone(), d.cooldown_time, d.max_parallel_requests),
+        (2, vec!["eu".to_string()], Some(Duration::from_secs(9)), Some(4))
+    );
+    assert_eq!(c.deployments[1].max_input_tokens, Some(128000));
+}

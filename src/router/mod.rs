@@ -5,6 +5,7 @@
 //! Providers are seen only through [`Provider`](crate::providers::Provider) and shared state only
 //! through [`DeploymentState`], so the Redis-backed fleet state plugs in without touching the rules.
 
+mod fit;
 mod health;
 mod pick;
 mod run;
@@ -136,6 +137,7 @@ impl Router {
             routing: &req.routing,
             deadline,
             tokens: req.estimated_prompt_tokens(),
+            prompt: fit::Prompt::chat(req),
         };
         let (done, route) = self.route(&req.model, &ctx, Call::Chat(req)).await?;
         let Answer::Chat(value) = done.answer else {
@@ -154,6 +156,7 @@ impl Router {
             routing: &req.routing,
             deadline,
             tokens: req.estimated_prompt_tokens(),
+            prompt: fit::Prompt::unchecked(),
         };
         let (done, route) = self.route(&req.model, &ctx, Call::Embed(req)).await?;
         let Answer::Embed(value) = done.answer else {
@@ -173,6 +176,7 @@ impl Router {
             routing: &req.routing,
             deadline,
             tokens: req.estimated_prompt_tokens(),
+            prompt: fit::Prompt::chat(req),
         };
         let (done, route) = self.route(&req.model, &ctx, Call::Stream(req)).await?;
         let max_duration = self.table().settings.max_stream_duration;

@@ -46,6 +46,8 @@ pub(super) struct Ctx<'a> {
     pub deadline: Option<Instant>,
     /// Prompt size estimate, counted against `tpm` at admission.
     pub tokens: u64,
+    /// For the context-window check.
+    pub prompt: super::fit::Prompt<'a>,
 }
 
 /// Holds an attempt's in-flight count and `max_parallel_requests` slot; dropping it frees both and
@@ -134,6 +136,24 @@ impl GroupRun<'_> {
             } else {
                 return Err(GroupError::NoTags);
             }
+        }
+        // Deployments whose context window provably cannot hold the prompt are never called.
+        let mut fits_any = false;
+        for (i, d) in group.deployments.iter().enumerate() {
+            if tags_ok[i] {
+                tags_ok[i] = self.ctx.prompt.fits(d.counter, d.max_input_tokens).await;
+                fits_any |= tags_ok[i];
+            }
+        }
+        if !fits_any {
+            return Err(GroupError::Rejected(ProviderError::new(
+                ErrorClass::ContextWindowExceeded,
+                format!(
+                    "a prompt of about {} tokens exceeds max_input_tokens of every deployment of {}",
+                    self.ctx.prompt.estimate(),
+                    group.name
+                ),
+            )));
         }
         let mut tried = vec![false; n];
         let mut views = Vec::with_capacity(n);

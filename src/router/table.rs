@@ -38,6 +38,8 @@ pub struct Deployment {
     /// USD per input token + per output token, when known (cost-based routing).
     pub price: Option<f64>,
     pub max_input_tokens: Option<u32>,
+    /// How prompt tokens are counted for the context-window check.
+    pub counter: super::fit::Counter,
 }
 
 pub struct Group {
@@ -131,6 +133,7 @@ fn deployment(d: &DeploymentConfig, pick_weight: f64, s: &RouterSettings, http: 
             .map(|n| Arc::new(Semaphore::new(n as usize))),
         price,
         max_input_tokens: d.max_input_tokens,
+        counter: super::fit::Counter::for_model(&d.model),
     }
 }
 
