@@ -548,6 +548,42 @@ async fn prompts_that_cannot_fit_skip_small_deployments_without_a_call() {
 }
 
 #[tokio::test]
+async fn content_policy_refusals_take_the_content_policy_fallbacks() {
+    let strict = FakeOpenAi::start(|_| Behavior::Error {
+        status: 400,
+        body: error_body(
+            "Your request was rejected by our safety system",
+            "invalid_request_error",
+            Some("content_policy_violation"),
+        ),
+        headers: vec![],
+    })
+    .await;
+    let lenient = FakeOpenAi::replying("lenient").await;
+    let gw = Gateway::start(&config(
+        &[
+            dep("strict", "strict-a", &strict, ""),
+            dep("strict", "strict-b", &strict, ""),
+            dep("lenient", "lenient-a", &lenient, ""),
+        ],
+        "router_settings: {content_policy_fallbacks: [{strict: [lenient]}]}\n",
+    ))
+    .await;
+    let route = ask_group(&gw, "strict").await.unwrap();
+    assert_eq!(route.fallbacks, ["lenient"]);
+    assert_eq!(
+        strict.count(),
+        1,
+        "a content-policy refusal is not retried on the group's other deployment"
+    );
+    let classes: Vec<i32> = route.attempt_log.iter().map(|a| a.error_class).collect();
+    assert_eq!(
+        classes,
+        [ErrorClass::ContentPolicy as i32, ErrorClass::Unspecified as i32]
+    );
+}
+
+#[tokio::test]
 async fn max_fallbacks_bounds_the_chain() {
     let down = FakeOpenAi::start(|_| err500()).await;
     let up = FakeOpenAi::replying("up").await;
