@@ -29,6 +29,30 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    run_with(
+        Listeners {
+            main: listener,
+            http: None,
+        },
+        config,
+        shutdown,
+    )
+    .await
+}
+
+/// Where to serve: gRPC and HTTP together on `main`, and optionally the HTTP surface alone on `http`.
+pub struct Listeners {
+    pub main: TcpListener,
+    pub http: Option<TcpListener>,
+}
+
+/// [`run`] with an optional separate HTTP listener.
+pub async fn run_with(
+    listeners: Listeners,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listener = listeners.main;
     if !config.ignored_keys.is_empty() {
         tracing::warn!(
             keys = %config.ignored_keys.join(", "),
@@ -59,6 +83,7 @@ pub async fn run(
     let chat = ChatServiceServer::new(ChatApi(gateway.clone()))
         .accept_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let gateway_http = gateway.clone();
     let embeddings = EmbeddingsServiceServer::new(EmbeddingsApi(gateway))
         .accept_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(MAX_REQUEST_BYTES);
@@ -70,7 +95,7 @@ pub async fn run(
         .add_service(reflection)
         .prepare()
         .into_axum_router()
-        .merge(api::http::routes(readiness.clone()));
+        .merge(api::http::routes(gateway_http.clone(), readiness.clone()));
 
     let addr = listener.local_addr()?;
     let groups = config
@@ -83,8 +108,27 @@ pub async fn run(
     let listener = listener.tap_io(|s| {
         let _ = s.set_nodelay(true);
     });
+    // One shutdown signal for every listener.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let http_server = listeners.http.map(|http_listener| {
+        let mut stop = stop_rx.clone();
+        let routes = api::http::routes(gateway_http.clone(), readiness.clone());
+        let addr = http_listener.local_addr().ok();
+        tracing::info!(addr = ?addr, "HTTP surface also listening");
+        let http_listener = http_listener.tap_io(|s| {
+            let _ = s.set_nodelay(true);
+        });
+        tokio::spawn(async move {
+            axum::serve(http_listener, routes)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+        })
+    });
     let drain = async move {
         shutdown.await;
+        let _ = stop_tx.send(true);
         tracing::info!("shutting down: draining in-flight requests");
         readiness.set(false);
         health.set_not_serving::<ChatServiceServer<ChatApi>>().await;
@@ -93,5 +137,8 @@ pub async fn run(
             .await;
     };
     axum::serve(listener, app).with_graceful_shutdown(drain).await?;
+    if let Some(h) = http_server {
+        h.await??;
+    }
     Ok(())
 }

@@ -27,6 +27,9 @@ enum Command {
         /// Address for gRPC and HTTP (one port).
         #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "0.0.0.0:4000")]
         listen: SocketAddr,
+        /// Also serve the OpenAI-compatible HTTP surface alone on this address.
+        #[arg(long, env = "SWITCHBOARD_HTTP_LISTEN")]
+        http_listen: Option<SocketAddr>,
         #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_enum, default_value = "json")]
         log_format: LogFormat,
     },
@@ -76,14 +79,24 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Serve {
             config,
             listen,
+            http_listen,
             log_format,
         } => {
             telemetry::init(log_format);
             let config = Config::load(&config)?;
-            let listener = tokio::net::TcpListener::bind(listen)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-            switchboard::app::run(listener, config, shutdown_signal()).await
+            let bind = |addr: SocketAddr| async move {
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
+            };
+            let listeners = switchboard::app::Listeners {
+                main: bind(listen).await?,
+                http: match http_listen {
+                    Some(addr) => Some(bind(addr).await?),
+                    None => None,
+                },
+            };
+            switchboard::app::run_with(listeners, config, shutdown_signal()).await
         }
         Command::CheckConfig { file } => {
             let config = Config::load(&file)?;

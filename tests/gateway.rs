@@ -825,7 +825,7 @@ async fn health_reflection_and_http_probes_share_the_port() {
         assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
     }
 
-    let http = reqwest::Client::new();
+    let http = common::http();
     let live = http
         .get(format!("{}/health/liveliness", gw.url()))
         .send()

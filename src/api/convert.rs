@@ -11,74 +11,31 @@ use crate::{
     router::{RouteInfo, Routed},
 };
 
-fn invalid(field: impl Into<String>, message: impl Into<String>) -> ApiError {
-    ApiError::InvalidArgument {
-        field: field.into(),
-        message: message.into(),
-    }
-}
+use super::validate::{self, invalid};
 
 fn non_empty(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
-fn in_range(field: &str, v: Option<f64>, lo: f64, hi: f64) -> Result<Option<f64>, ApiError> {
-    match v {
-        Some(x) if !(x.is_finite() && (lo..=hi).contains(&x)) => {
-            Err(invalid(field, format!("must be between {lo} and {hi}, got {x}")))
-        }
-        v => Ok(v),
-    }
-}
-
-fn model_group(model: String) -> Result<ModelGroup, ApiError> {
-    if model.trim().is_empty() {
-        return Err(invalid("model", "is required"));
-    }
-    Ok(ModelGroup::new(model))
-}
-
+/// proto -> domain. Only proto-specific checks here (enum values, empty oneofs); the rest is
+/// [`validate::chat`], shared with the HTTP surface.
 pub fn chat_request(r: pb::ChatRequest) -> Result<d::ChatRequest, ApiError> {
-    let model = model_group(r.model)?;
-    if r.messages.is_empty() {
-        return Err(invalid("messages", "must contain at least one message"));
-    }
     let messages = r
         .messages
         .into_iter()
         .enumerate()
         .map(|(i, m)| message(i, m))
         .collect::<Result<Vec<_>, _>>()?;
-    if let Some(n) = r.n
-        && !(1..=128).contains(&n)
-    {
-        return Err(invalid("n", format!("must be between 1 and 128, got {n}")));
-    }
-    if r.max_tokens == Some(0) {
-        return Err(invalid("max_tokens", "must be at least 1"));
-    }
-    if r.stop.len() > 4 {
-        return Err(invalid(
-            "stop",
-            format!("at most 4 stop sequences, got {}", r.stop.len()),
-        ));
-    }
     let tools = r
         .tools
         .into_iter()
-        .enumerate()
-        .map(|(i, t)| {
-            if t.name.is_empty() {
-                return Err(invalid(format!("tools[{i}].name"), "is required"));
-            }
-            Ok(d::Tool {
-                name: t.name,
-                description: non_empty(t.description),
-                parameters: t.parameters.map(struct_to_json),
-                strict: t.strict,
-            })
+        .map(|t| d::Tool {
+            name: t.name,
+            description: non_empty(t.description),
+            parameters: t.parameters.map(struct_to_json),
+            strict: t.strict,
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect();
     let tool_choice = match r.tool_choice.and_then(|c| c.choice) {
         None => None,
         Some(pb::tool_choice::Choice::Mode(m)) => match pb::ToolChoiceMode::try_from(m) {
@@ -88,22 +45,8 @@ pub fn chat_request(r: pb::ChatRequest) -> Result<d::ChatRequest, ApiError> {
             Ok(pb::ToolChoiceMode::Unspecified) => None,
             Err(_) => return Err(invalid("tool_choice.mode", format!("unknown value {m}"))),
         },
-        Some(pb::tool_choice::Choice::FunctionName(name)) => {
-            if !tools.iter().any(|t| t.name == name) {
-                return Err(invalid(
-                    "tool_choice.function_name",
-                    format!("names no tool in tools: {name:?}"),
-                ));
-            }
-            Some(d::ToolChoice::Function(name))
-        }
+        Some(pb::tool_choice::Choice::FunctionName(name)) => Some(d::ToolChoice::Function(name)),
     };
-    if matches!(tool_choice, Some(d::ToolChoice::Required)) && tools.is_empty() {
-        return Err(invalid(
-            "tool_choice.mode",
-            "TOOL_CHOICE_MODE_REQUIRED needs tools",
-        ));
-    }
     let response_format = match r.response_format {
         None => None,
         Some(f) => match pb::ResponseFormatType::try_from(f.r#type) {
@@ -117,9 +60,6 @@ pub fn chat_request(r: pb::ChatRequest) -> Result<d::ChatRequest, ApiError> {
                         "is required with RESPONSE_FORMAT_TYPE_JSON_SCHEMA",
                     )
                 })?;
-                if s.name.is_empty() {
-                    return Err(invalid("response_format.json_schema.name", "is required"));
-                }
                 Some(d::ResponseFormat::JsonSchema {
                     name: s.name,
                     description: non_empty(s.description),
@@ -135,43 +75,37 @@ pub fn chat_request(r: pb::ChatRequest) -> Result<d::ChatRequest, ApiError> {
             }
         },
     };
-    Ok(d::ChatRequest {
-        model,
+    let req = d::ChatRequest {
+        model: ModelGroup::new(r.model),
         messages,
         params: d::SamplingParams {
-            temperature: in_range("temperature", r.temperature, 0.0, 2.0)?,
-            top_p: in_range("top_p", r.top_p, 0.0, 1.0)?,
+            temperature: r.temperature,
+            top_p: r.top_p,
             max_tokens: r.max_tokens,
             stop: r.stop,
             seed: r.seed,
             n: r.n,
-            presence_penalty: in_range("presence_penalty", r.presence_penalty, -2.0, 2.0)?,
-            frequency_penalty: in_range("frequency_penalty", r.frequency_penalty, -2.0, 2.0)?,
+            presence_penalty: r.presence_penalty,
+            frequency_penalty: r.frequency_penalty,
         },
         tools,
         tool_choice,
         response_format,
         user: non_empty(r.user),
         metadata: r.metadata.into_iter().collect(),
-        routing: routing(r.routing)?,
-    })
+        routing: routing(r.routing),
+    };
+    validate::chat(&req)?;
+    Ok(req)
 }
 
-fn routing(r: Option<pb::RoutingOptions>) -> Result<d::RoutingOptions, ApiError> {
-    let Some(r) = r else {
-        return Ok(d::RoutingOptions::default());
-    };
-    if let Some(i) = r.tags.iter().position(|t| t.trim().is_empty()) {
-        return Err(invalid(format!("routing.tags[{i}]"), "must not be empty"));
-    }
-    if let Some(i) = r.fallbacks.iter().position(|t| t.trim().is_empty()) {
-        return Err(invalid(format!("routing.fallbacks[{i}]"), "must not be empty"));
-    }
-    Ok(d::RoutingOptions {
+fn routing(r: Option<pb::RoutingOptions>) -> d::RoutingOptions {
+    r.map(|r| d::RoutingOptions {
         tags: r.tags,
         fallbacks: r.fallbacks.into_iter().map(ModelGroup::new).collect(),
         disable_fallbacks: r.disable_fallbacks,
     })
+    .unwrap_or_default()
 }
 
 fn message(i: usize, m: pb::Message) -> Result<d::Message, ApiError> {
@@ -205,12 +139,6 @@ fn message(i: usize, m: pb::Message) -> Result<d::Message, ApiError> {
             .map(|(j, p)| match p.part {
                 Some(pb::content_part::Part::Text(t)) => Ok(d::ContentPart::Text(t)),
                 Some(pb::content_part::Part::ImageUrl(img)) => {
-                    if img.url.is_empty() {
-                        return Err(invalid(
-                            format!("messages[{i}].parts[{j}].image_url.url"),
-                            "is required",
-                        ));
-                    }
                     let detail = match pb::ImageDetail::try_from(img.detail) {
                         Ok(pb::ImageDetail::Unspecified) => None,
                         Ok(pb::ImageDetail::Auto) => Some(d::ImageDetail::Auto),
@@ -230,65 +158,34 @@ fn message(i: usize, m: pb::Message) -> Result<d::Message, ApiError> {
             .collect::<Result<Vec<_>, _>>()?;
         d::Content::Parts(parts)
     };
-    let tool_call_id = non_empty(m.tool_call_id);
-    if role == d::Role::Tool && tool_call_id.is_none() {
-        return Err(invalid(
-            format!("messages[{i}].tool_call_id"),
-            "is required for role tool",
-        ));
-    }
-    let tool_calls = m
-        .tool_calls
-        .into_iter()
-        .enumerate()
-        .map(|(j, c)| {
-            if c.id.is_empty() || c.name.is_empty() {
-                return Err(invalid(
-                    format!("messages[{i}].tool_calls[{j}]"),
-                    "id and name are required",
-                ));
-            }
-            Ok(d::ToolCall {
-                id: c.id,
-                name: c.name,
-                arguments: c.arguments,
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    if !tool_calls.is_empty() && role != d::Role::Assistant {
-        return Err(invalid(
-            format!("messages[{i}].tool_calls"),
-            "only assistant messages carry tool calls",
-        ));
-    }
     Ok(d::Message {
         role,
         content,
         name: non_empty(m.name),
-        tool_calls,
-        tool_call_id,
+        tool_calls: m
+            .tool_calls
+            .into_iter()
+            .map(|c| d::ToolCall {
+                id: c.id,
+                name: c.name,
+                arguments: c.arguments,
+            })
+            .collect(),
+        tool_call_id: non_empty(m.tool_call_id),
     })
 }
 
 pub fn embed_request(r: pb::EmbedRequest) -> Result<d::EmbedRequest, ApiError> {
-    let model = model_group(r.model)?;
-    if r.input.is_empty() {
-        return Err(invalid("input", "must contain at least one text"));
-    }
-    if let Some(i) = r.input.iter().position(String::is_empty) {
-        return Err(invalid(format!("input[{i}]"), "must not be empty"));
-    }
-    if r.dimensions == Some(0) {
-        return Err(invalid("dimensions", "must be at least 1"));
-    }
-    Ok(d::EmbedRequest {
-        model,
+    let req = d::EmbedRequest {
+        model: ModelGroup::new(r.model),
         input: r.input,
         dimensions: r.dimensions,
         user: non_empty(r.user),
         metadata: r.metadata.into_iter().collect(),
-        routing: routing(r.routing)?,
-    })
+        routing: routing(r.routing),
+    };
+    validate::embed(&req)?;
+    Ok(req)
 }
 
 fn struct_to_json(s: prost_types::Struct) -> Value {

@@ -20,13 +20,25 @@ pub const ERROR_DOMAIN: &str = "switchboard";
 pub enum ApiError {
     #[error("invalid {field}: {message}")]
     InvalidArgument { field: String, message: String },
+    /// HTTP only: the body is not JSON.
+    #[error("request body is not valid JSON at line {line} column {column}: {message}")]
+    MalformedJson {
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// HTTP only: JSON, but a field has the wrong shape (`field` as a JSON path when known).
+    #[error("invalid {field}: {message}")]
+    Unprocessable { field: String, message: String },
+    #[error("request body larger than {limit} bytes")]
+    BodyTooLarge { limit: usize },
     #[error(transparent)]
     Unauthenticated(#[from] AuthError),
     #[error(transparent)]
     Route(#[from] RouteError),
 }
 
-/// The pieces of a status, shared by the gRPC and (later) HTTP renderings.
+/// The pieces of a status, shared by the gRPC and HTTP renderings.
 struct Mapped {
     code: Code,
     reason: &'static str,
@@ -69,6 +81,13 @@ impl ApiError {
                 )
             },
             ApiError::Unauthenticated(e) => m(Code::Unauthenticated, e.reason(), e.to_string()),
+            ApiError::MalformedJson { .. } => m(Code::InvalidArgument, "MALFORMED_JSON", self.to_string()),
+            ApiError::Unprocessable { field, .. } => Mapped {
+                field: Some(field.clone()),
+                metadata: HashMap::from([("field".into(), field.clone())]),
+                ..m(Code::InvalidArgument, "UNPROCESSABLE_REQUEST", self.to_string())
+            },
+            ApiError::BodyTooLarge { .. } => m(Code::InvalidArgument, "REQUEST_TOO_LARGE", self.to_string()),
             ApiError::Route(RouteError::UnknownGroup(g)) => Mapped {
                 metadata: HashMap::from([("model".into(), g.to_string())]),
                 ..m(
@@ -225,6 +244,57 @@ impl ApiError {
             details.add_bad_request_violation(field, m.message.clone());
         }
         Status::with_error_details(m.code, m.message, details)
+    }
+}
+
+/// An error as the OpenAI HTTP API renders it: status code, headers, `{"error": {...}}` body.
+pub struct HttpError {
+    pub status: u16,
+    pub retry_after: Option<Duration>,
+    pub body: serde_json::Value,
+}
+
+impl ApiError {
+    /// The same mapping as [`ApiError::to_status`], in OpenAI's HTTP shape and status codes.
+    pub fn to_http(&self) -> HttpError {
+        let m = self.mapped();
+        let status = match (self, m.code) {
+            (ApiError::Unprocessable { .. }, _) => 422,
+            (ApiError::BodyTooLarge { .. }, _) => 413,
+            (_, Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange) => 400,
+            (_, Code::Unauthenticated) => 401,
+            (_, Code::PermissionDenied) => 403,
+            (_, Code::NotFound) => 404,
+            (_, Code::DeadlineExceeded) => 408,
+            (_, Code::ResourceExhausted) => 429,
+            (_, Code::Unavailable) => 503,
+            _ => 500,
+        };
+        let kind = match status {
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            408 => "timeout_error",
+            429 => "rate_limit_error",
+            400 | 413 | 422 => "invalid_request_error",
+            _ => "api_error",
+        };
+        // OpenAI's own codes where one exists, so that SDK users' checks keep working.
+        let code = match m.reason {
+            "MODEL_NOT_FOUND" => "model_not_found".to_string(),
+            "INVALID_API_KEY" => "invalid_api_key".to_string(),
+            "CONTEXT_WINDOW_EXCEEDED" => "context_length_exceeded".to_string(),
+            "CONTENT_POLICY_VIOLATION" => "content_policy_violation".to_string(),
+            "UPSTREAM_RATE_LIMITED" => "rate_limit_exceeded".to_string(),
+            other => other.to_ascii_lowercase(),
+        };
+        HttpError {
+            status,
+            retry_after: m.retry_after,
+            body: serde_json::json!({
+                "error": {"message": m.message, "type": kind, "param": m.field, "code": code}
+            }),
+        }
     }
 }
 

@@ -5,5 +5,6 @@ mod convert;
 pub mod error;
 mod grpc;
 pub mod http;
+mod validate;
 
 pub use grpc::{ChatApi, EmbeddingsApi, Gateway};

@@ -324,7 +324,7 @@ fn check_url(url: &str) -> Result<(), String> {
 }
 
 /// `model_list[0].litellm_params.foo`, the same notation as `serde_path_to_error`.
-fn yaml_path(path: &serde_ignored::Path<'_>) -> String {
+pub fn yaml_path(path: &serde_ignored::Path<'_>) -> String {
     use serde_ignored::Path;
     match path {
         Path::Root => String::new(),

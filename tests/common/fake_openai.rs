@@ -203,6 +203,48 @@ fn chunk(n: usize, model: &str, delta: Value, finish: Value) -> String {
     .to_string()
 }
 
+/// The function a request forces with `tool_choice: {"type": "function", "function": {"name": ...}}`.
+fn forced_tool(req: &Value) -> Option<String> {
+    req["tool_choice"]["function"]["name"]
+        .as_str()
+        .map(str::to_string)
+}
+
+/// Arguments the fake "model" passes to any forced tool.
+pub const TOOL_ARGUMENTS: &str = r#"{"city": "Paris"}"#;
+
+/// The SSE payloads OpenAI sends for a forced tool call: id and name first, then argument fragments.
+pub fn tool_call_stream(n: usize, model: &str, tool: &str) -> Vec<String> {
+    let (head, tail) = TOOL_ARGUMENTS.split_at(9);
+    let mut data = vec![chunk(
+        n,
+        model,
+        json!({"role": "assistant", "content": null}),
+        Value::Null,
+    )];
+    data.push(chunk(
+        n,
+        model,
+        json!({"tool_calls": [{"index": 0, "id": "call_fake_1", "type": "function", "function": {"name": tool, "arguments": ""}}]}),
+        Value::Null,
+    ));
+    for piece in [head, tail] {
+        data.push(chunk(
+            n,
+            model,
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}),
+            Value::Null,
+        ));
+    }
+    data.push(chunk(n, model, json!({}), json!("tool_calls")));
+    data.push(
+        json!({"id": format!("chatcmpl-fake-{n}"), "object": "chat.completion.chunk", "created": 1_700_000_000,
+               "model": model, "choices": [], "usage": usage(30, 9)})
+        .to_string(),
+    );
+    data
+}
+
 /// The SSE payloads OpenAI sends for `text` with `stream_options.include_usage`.
 pub fn reply_stream(n: usize, model: &str, text: &str) -> Vec<String> {
     let mut data = vec![chunk(
@@ -309,6 +351,24 @@ async fn chat(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> 
     let (n, req, behavior) = record(&shared, "/v1/chat/completions", headers, &body);
     let model = req["model"].as_str().unwrap_or("unknown").to_string();
     let streaming = req["stream"].as_bool().unwrap_or(false);
+    if let (Some(tool), Behavior::Reply(_)) = (forced_tool(&req), &behavior) {
+        if streaming {
+            return sse(
+                &shared,
+                tool_call_stream(n, &model, &tool),
+                Duration::ZERO,
+                StreamEnd::Done,
+            );
+        }
+        return axum::Json(json!({
+            "id": format!("chatcmpl-fake-{n}"), "object": "chat.completion", "created": 1_700_000_000, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "refusal": null, "tool_calls": [
+                {"id": "call_fake_1", "type": "function", "function": {"name": tool, "arguments": TOOL_ARGUMENTS}}]},
+                "logprobs": null, "finish_reason": "tool_calls"}],
+            "usage": usage(30, 9)
+        }))
+        .into_response();
+    }
     match (streaming, &behavior) {
         (true, Behavior::Reply(text)) => {
             return sse(

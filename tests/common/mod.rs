@@ -87,6 +87,12 @@ impl Drop for Gateway {
     }
 }
 
+/// An HTTP client for tests. reqwest is built without a bundled crypto provider: install ring's first.
+pub fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 /// A user message.
 pub fn user(text: &str) -> switchboard::proto::Message {
     switchboard::proto::Message {

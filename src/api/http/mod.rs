@@ -1,0 +1,255 @@
+//! The OpenAI-compatible HTTP surface, served on the gRPC port (and optionally on its own):
+//! `/v1/chat/completions` (JSON and SSE), `/v1/embeddings`, `/v1/models`, health probes. Backed by
+//! exactly the same pipeline as gRPC: authentication, validation, router, error mapping.
+
+mod wire;
+
+use std::{
+    convert::Infallible,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{
+    Json, Router,
+    body::{Body, Bytes},
+    extract::State,
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use futures_util::StreamExt;
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::{Gateway, error::ApiError};
+use crate::router::{RouteError, RouteInfo};
+
+/// Largest request body accepted (images travel base64-encoded inside messages).
+const MAX_BODY: usize = 32 << 20;
+
+/// Readiness flips to false when shutdown begins, so load balancers drain the replica first.
+#[derive(Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Clone)]
+struct Http {
+    gateway: Arc<Gateway>,
+    readiness: Readiness,
+}
+
+pub fn routes(gateway: Arc<Gateway>, readiness: Readiness) -> Router {
+    let state = Http { gateway, readiness };
+    Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/chat/completions", post(chat))
+        .route("/v1/embeddings", post(embeddings))
+        .route("/embeddings", post(embeddings))
+        .route("/v1/models", get(models))
+        .route("/models", get(models))
+        .route("/health/liveliness", get(live))
+        .route("/health/liveness", get(live))
+        .route("/health/readiness", get(ready))
+        .with_state(state)
+}
+
+async fn live() -> Json<serde_json::Value> {
+    Json(json!({"status": "alive"}))
+}
+
+async fn ready(State(s): State<Http>) -> (StatusCode, Json<serde_json::Value>) {
+    if s.readiness.get() {
+        (StatusCode::OK, Json(json!({"status": "ready"})))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not ready"})),
+        )
+    }
+}
+
+fn error_response(e: &ApiError) -> Response {
+    let h = e.to_http();
+    let mut resp = (
+        StatusCode::from_u16(h.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        Json(h.body),
+    )
+        .into_response();
+    if let Some(after) = h.retry_after {
+        let secs = after.as_secs_f64().ceil().max(1.0) as u64;
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        resp.headers_mut()
+            .insert("retry-after-ms", HeaderValue::from(after.as_millis() as u64));
+    }
+    resp
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        error_response(&self)
+    }
+}
+
+async fn read_body(body: Body) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, MAX_BODY).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|s| s.downcast_ref::<http_body_util::LengthLimitError>().is_some());
+        if too_large {
+            ApiError::BodyTooLarge { limit: MAX_BODY }
+        } else {
+            ApiError::MalformedJson {
+                line: 0,
+                column: 0,
+                message: format!("cannot read the body: {e}"),
+            }
+        }
+    })
+}
+
+fn authenticate(s: &Http, headers: &HeaderMap) -> Result<crate::auth::Principal, ApiError> {
+    Ok(s.gateway
+        .auth
+        .authenticate(headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes))?)
+}
+
+/// LiteLLM's body `timeout` (seconds) becomes the deadline.
+fn deadline(timeout: Option<f64>) -> Option<Instant> {
+    timeout
+        .and_then(|t| Duration::try_from_secs_f64(t).ok())
+        .map(|t| Instant::now() + t)
+}
+
+/// `x-switchboard-*` headers: what happened, and the gateway's own share of the latency.
+fn route_headers(headers: &mut HeaderMap, route: &RouteInfo, started: Instant, ignored: &[String]) {
+    let mut put = |name: &'static str, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
+    };
+    put("x-switchboard-model-group", route.group.to_string());
+    put("x-switchboard-deployment", route.deployment.to_string());
+    put("x-switchboard-attempts", route.attempts.len().to_string());
+    put("x-switchboard-cost-usd", "0".to_string());
+    put("x-switchboard-cache-hit", "false".to_string());
+    if !route.fallbacks.is_empty() {
+        put(
+            "x-switchboard-fallbacks",
+            route
+                .fallbacks
+                .iter()
+                .map(|g| g.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+    }
+    let upstream: Duration = route
+        .attempts
+        .iter()
+        .filter(|a| !a.cancelled)
+        .map(|a| a.duration)
+        .max()
+        .unwrap_or_default();
+    let overhead = started.elapsed().saturating_sub(upstream);
+    put(
+        "x-switchboard-overhead-ms",
+        format!("{:.3}", overhead.as_secs_f64() * 1000.0),
+    );
+    if !ignored.is_empty() {
+        let list: Vec<&str> = ignored.iter().take(16).map(String::as_str).collect();
+        put("x-switchboard-ignored-params", list.join(","));
+    }
+}
+
+async fn chat(State(s): State<Http>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    authenticate(&s, &headers)?;
+    let bytes = read_body(body).await?;
+    let (req, ignored) = wire::parse::<wire::ChatCompletionRequest>(&bytes)?;
+    let (stream, include_usage, deadline) = (req.stream, req.include_usage(), deadline(req.timeout));
+    let req = req.into_domain()?;
+    let router = &s.gateway.router;
+    if !stream {
+        let routed = router.chat(&req, deadline).await?;
+        let mut resp = (StatusCode::OK, wire::completion_json(&routed.value)).into_response();
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        route_headers(resp.headers_mut(), &routed.route, started, &ignored);
+        return Ok(resp);
+    }
+    let routed = router.chat_stream(&req, deadline).await?;
+    let mut hdrs = HeaderMap::new();
+    route_headers(&mut hdrs, routed.route(), started, &ignored);
+    let events = routed
+        .filter_map(move |item| async move {
+            Some(match item {
+                Ok(chunk) => wire::chunk_event(&chunk, include_usage).map(Bytes::from)?,
+                Err(e) => stream_error(e),
+            })
+        })
+        .chain(futures_util::stream::once(async {
+            Bytes::from_static(b"data: [DONE]\n\n")
+        }));
+    // After an error event the stream ends without [DONE], so clients can tell it failed.
+    let mut failed = false;
+    let events = events.take_while(move |b| {
+        let keep = !failed;
+        failed |= b.starts_with(b"data: {\"error\"");
+        let pass = keep && !(failed && b.as_ref() == b"data: [DONE]\n\n");
+        async move { pass }
+    });
+    let mut resp = Response::new(Body::from_stream(events.map(Ok::<_, Infallible>)));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.extend(hdrs);
+    Ok(resp)
+}
+
+/// A failure after the stream started: an SSE `error` event in OpenAI's shape.
+fn stream_error(e: RouteError) -> Bytes {
+    let body = ApiError::from(e).to_http().body;
+    Bytes::from(format!("data: {body}\n\n"))
+}
+
+async fn embeddings(State(s): State<Http>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    authenticate(&s, &headers)?;
+    let bytes = read_body(body).await?;
+    let (req, ignored) = wire::parse::<wire::EmbeddingsRequest>(&bytes)?;
+    let (base64, deadline) = (req.base64()?, deadline(req.timeout));
+    let req = req.into_domain()?;
+    let routed = s.gateway.router.embed(&req, deadline).await?;
+    let mut resp = (StatusCode::OK, wire::embeddings_json(&routed.value, base64)).into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    route_headers(resp.headers_mut(), &routed.route, started, &ignored);
+    Ok(resp)
+}
+
+async fn models(State(s): State<Http>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
+    authenticate(&s, &headers)?;
+    let table = s.gateway.router.table();
+    let mut names: Vec<&str> = table.groups.keys().map(|g| g.as_str()).collect();
+    names.sort_unstable();
+    let data: Vec<_> = names
+        .iter()
+        .map(|n| json!({"id": n, "object": "model", "created": 0, "owned_by": "switchboard"}))
+        .collect();
+    Ok(Json(json!({"object": "list", "data": data})))
+}
