@@ -241,6 +241,7 @@ pub fn error_class(c: d::ErrorClass) -> pb::ErrorClass {
         E::ServerError => pb::ErrorClass::ServerError,
         E::Connection => pb::ErrorClass::Connection,
         E::MalformedResponse => pb::ErrorClass::MalformedResponse,
+        E::Unsupported => pb::ErrorClass::Unsupported,
     }
 }
 

@@ -191,6 +191,17 @@ impl ApiError {
             ApiError::Route(RouteError::Exhausted { last, attempts }) => {
                 let summary = attempts_summary(attempts);
                 let all_rate_limited = attempts.iter().all(|a| a.error == Some(ErrorClass::RateLimited));
+                if attempts.iter().all(|a| a.error == Some(ErrorClass::Unsupported)) {
+                    // Our own translator's message: it names the parameter and the provider.
+                    return Mapped {
+                        metadata: HashMap::from([("attempts".into(), summary)]),
+                        ..m(
+                            Code::InvalidArgument,
+                            "UNSUPPORTED_PARAMETER",
+                            last.message.clone(),
+                        )
+                    };
+                }
                 let metadata = HashMap::from([("attempts".into(), summary.clone())]);
                 if all_rate_limited {
                     Mapped {

@@ -60,6 +60,8 @@ pub struct DeploymentConfig {
     /// USD per token, for cost-based routing (the price table fills in what config leaves out).
     pub input_cost_per_token: Option<f64>,
     pub output_cost_per_token: Option<f64>,
+    /// Drop parameters the provider does not support instead of refusing the request.
+    pub drop_params: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -178,6 +180,7 @@ fn validate(
         k => k.map(Secret::new),
     };
 
+    let drop_params = raw.litellm_settings.drop_params;
     let mut deployments = Vec::with_capacity(raw.model_list.len());
     let mut seen_ids: HashMap<String, usize> = HashMap::new();
     for (i, m) in raw.model_list.into_iter().enumerate() {
@@ -205,7 +208,11 @@ fn validate(
                 "names no model after the provider prefix",
             ));
         }
-        if let Some(base) = &p.api_base {
+        let api_base = p
+            .api_base
+            .clone()
+            .or_else(|| provider.base_env.iter().find_map(|name| lookup(name)));
+        if let Some(base) = &api_base {
             check_url(base).map_err(|msg| ConfigError::at(at("litellm_params.api_base"), msg))?;
         } else if provider.default_api_base.is_none() && p.mock_response.is_none() {
             return Err(ConfigError::at(
@@ -268,9 +275,13 @@ fn validate(
             group: ModelGroup::new(m.model_name),
             provider,
             model: model.to_string(),
-            api_base: p.api_base.map(|b| b.trim_end_matches('/').to_string()),
+            api_base: api_base.map(|b| b.trim_end_matches('/').to_string()),
             api_key,
-            api_version: p.api_version,
+            api_version: p.api_version.or_else(|| {
+                (provider.wire == WireFormat::Azure)
+                    .then(|| lookup("AZURE_API_VERSION"))
+                    .flatten()
+            }),
             weight: p.weight,
             rpm: p.rpm,
             tpm: p.tpm,
@@ -295,6 +306,7 @@ fn validate(
             max_input_tokens: p.max_input_tokens.or(m.model_info.max_input_tokens),
             input_cost_per_token: p.input_cost_per_token.or(m.model_info.input_cost_per_token),
             output_cost_per_token: p.output_cost_per_token.or(m.model_info.output_cost_per_token),
+            drop_params: p.drop_params.or(drop_params).unwrap_or(false),
         });
     }
     let group_names: std::collections::HashSet<&str> = deployments.iter().map(|d| d.group.as_str()).collect();

@@ -6,6 +6,10 @@
 pub enum WireFormat {
     /// OpenAI Chat Completions / Embeddings and the many servers that copy it.
     OpenAi,
+    /// OpenAI's API behind Azure's URL scheme, `api-key` header and `api-version`.
+    Azure,
+    /// Anthropic Messages.
+    Anthropic,
 }
 
 /// One provider prefix: `openai/`, `groq/`, ...
@@ -18,6 +22,8 @@ pub struct ProviderSpec {
     pub default_api_base: Option<&'static str>,
     /// Environment variables tried, in order, when the deployment sets no `api_key`.
     pub key_env: &'static [&'static str],
+    /// Environment variables tried, in order, when the deployment sets no `api_base`.
+    pub base_env: &'static [&'static str],
 }
 
 const fn openai_compatible(
@@ -30,6 +36,7 @@ const fn openai_compatible(
         wire: WireFormat::OpenAi,
         default_api_base: base,
         key_env,
+        base_env: &[],
     }
 }
 
@@ -70,6 +77,20 @@ pub const PROVIDERS: &[ProviderSpec] = &[
         Some("http://localhost:1234/v1"),
         &["LM_STUDIO_API_KEY"],
     ),
+    ProviderSpec {
+        name: "azure",
+        wire: WireFormat::Azure,
+        default_api_base: None,
+        key_env: &["AZURE_API_KEY", "AZURE_OPENAI_API_KEY"],
+        base_env: &["AZURE_API_BASE", "AZURE_OPENAI_ENDPOINT"],
+    },
+    ProviderSpec {
+        name: "anthropic",
+        wire: WireFormat::Anthropic,
+        default_api_base: Some("https://api.anthropic.com"),
+        key_env: &["ANTHROPIC_API_KEY"],
+        base_env: &[],
+    },
 ];
 
 /// Splits `groq/llama3-8b` into its provider and the upstream model name. A model with no prefix is

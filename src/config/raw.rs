@@ -47,6 +47,7 @@ pub struct RawLitellmParams {
     pub input_cost_per_token: Option<f64>,
     pub output_cost_per_token: Option<f64>,
     pub max_input_tokens: Option<u32>,
+    pub drop_params: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -109,6 +110,7 @@ pub struct RawGroupSettings {
 #[serde(default)]
 pub struct RawLitellmSettings {
     pub num_retries: Option<u32>,
+    pub drop_params: Option<bool>,
     pub fallbacks: Vec<BTreeMap<String, Vec<String>>>,
     pub context_window_fallbacks: Vec<BTreeMap<String, Vec<String>>>,
     pub content_policy_fallbacks: Vec<BTreeMap<String, Vec<String>>>,

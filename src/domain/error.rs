@@ -16,6 +16,9 @@ pub enum ErrorClass {
     ServerError,
     Connection,
     MalformedResponse,
+    /// This deployment's provider cannot take a parameter of the request (without `drop_params`).
+    /// Another deployment may: fail over, but never cool the deployment down for it.
+    Unsupported,
 }
 
 impl ErrorClass {
@@ -54,6 +57,7 @@ impl ErrorClass {
             Self::ServerError => "server_error",
             Self::Connection => "connection",
             Self::MalformedResponse => "malformed_response",
+            Self::Unsupported => "unsupported",
         }
     }
 }

@@ -34,8 +34,8 @@ impl HttpClient {
         Ok(Self { inner })
     }
 
-    pub fn post(&self, url: &str) -> reqwest::RequestBuilder {
-        self.inner.post(url)
+    pub fn request(&self, method: http::Method, url: &str) -> reqwest::RequestBuilder {
+        self.inner.request(method, url)
     }
 }
 
@@ -102,5 +102,17 @@ pub fn class_for_status(status: u16) -> ErrorClass {
         429 => ErrorClass::RateLimited,
         503 | 529 => ErrorClass::Overloaded,
         _ => ErrorClass::ServerError,
+    }
+}
+
+/// Cuts `s` to at most `max` bytes on a character boundary, marking the cut.
+pub fn truncate(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
     }
 }

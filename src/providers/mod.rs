@@ -1,7 +1,9 @@
 //! Upstream providers behind one trait. Each wire format is a module of pure translate/parse
 //! functions; HTTP I/O lives in [`client`] only, and the router never sees a wire type.
 
+mod anthropic;
 pub mod client;
+pub mod http;
 mod mock;
 mod openai;
 pub mod sse;
@@ -54,12 +56,26 @@ pub trait Provider: Send + Sync {
     fn embed<'a>(&'a self, req: &'a EmbedRequest) -> BoxFuture<'a, Result<EmbedResponse, ProviderError>>;
 }
 
+/// Azure OpenAI `api-version` when neither the deployment nor `AZURE_API_VERSION` sets one (GA).
+pub const AZURE_API_VERSION: &str = "2024-10-21";
+
 /// Builds the provider for one configured deployment.
 pub fn build(dep: &DeploymentConfig, http: &HttpClient) -> Arc<dyn Provider> {
     if let Some(text) = &dep.mock_response {
         return Arc::new(mock::Mock::new(dep.provider.name, &dep.model, text));
     }
     match dep.provider.wire {
-        WireFormat::OpenAi => Arc::new(openai::OpenAi::new(dep, http.clone())),
+        WireFormat::OpenAi => Arc::new(http::HttpProvider::new(openai::OpenAi::new(dep), http.clone())),
+        WireFormat::Azure => {
+            let version = dep.api_version.as_deref().unwrap_or(AZURE_API_VERSION);
+            Arc::new(http::HttpProvider::new(
+                openai::OpenAi::azure(dep, version),
+                http.clone(),
+            ))
+        }
+        WireFormat::Anthropic => Arc::new(http::HttpProvider::new(
+            anthropic::Anthropic::new(dep),
+            http.clone(),
+        )),
     }
 }

@@ -22,7 +22,8 @@ pub fn should_cool_down(
     group_size: usize,
     s: &RouterSettings,
 ) -> bool {
-    if s.disable_cooldowns || class.is_request_fault() || group_size <= 1 {
+    if s.disable_cooldowns || class.is_request_fault() || class == ErrorClass::Unsupported || group_size <= 1
+    {
         return false;
     }
     if let Some(allowed) = s.allowed_fails_policy.get(class) {

@@ -516,7 +516,7 @@ impl GroupRun<'_> {
                 );
                 let n = self.group.deployments.len();
                 let cool = if probe {
-                    !e.class.is_request_fault()
+                    !e.class.is_request_fault() && e.class != ErrorClass::Unsupported
                 } else {
                     should_cool_down(e.class, counts, n, &self.table.settings)
                 };

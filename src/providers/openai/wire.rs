@@ -585,7 +585,7 @@ impl WireErrorObject {
             String::from("upstream rejected the credentials")
         } else {
             let mut m = message;
-            truncate(&mut m, 300);
+            crate::providers::client::truncate(&mut m, 300);
             format!("{kind} {code} {m}").trim().to_string()
         };
         ProviderError {
@@ -594,17 +594,6 @@ impl WireErrorObject {
             message: detail,
             retry_after: None,
         }
-    }
-}
-
-fn truncate(s: &mut String, max: usize) {
-    if s.len() > max {
-        let mut cut = max;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-        s.push('…');
     }
 }
 
