@@ -1,7 +1,9 @@
 //! Test harness: a whole gateway in-process on port 0, gRPC clients for it, and fake upstreams.
 #![allow(dead_code)]
 
+pub mod dialects;
 pub mod fake_openai;
+pub mod fake_provider;
 
 use std::{net::SocketAddr, time::Duration};
 

@@ -314,6 +314,8 @@ pub fn classify(status: Option<u16>, e: WireError) -> ProviderError {
         || lower.contains("too many tokens")
     {
         ErrorClass::ContextWindowExceeded
+    } else if lower.contains("content filtering") || lower.contains("content policy") {
+        ErrorClass::ContentPolicy
     } else {
         match e.kind.as_str() {
             "overloaded_error" => ErrorClass::Overloaded,

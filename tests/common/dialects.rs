@@ -1,0 +1,268 @@
+//! Provider dialects for the fake upstream, each written from the provider's public API reference.
+
+use axum::http::Uri;
+use serde_json::{Value, json};
+
+use super::fake_provider::{Answer, Dialect, Fault, pieces, sse};
+
+/// OpenAI Chat Completions (also Azure OpenAI, which serves the same bodies).
+pub struct OpenAi;
+
+impl Dialect for OpenAi {
+    fn name(&self) -> &'static str {
+        "openai"
+    }
+    fn streaming(&self, _: &Uri, body: &Value) -> bool {
+        body["stream"] == true
+    }
+    fn is_embed(&self, uri: &Uri) -> bool {
+        uri.path().ends_with("/embeddings")
+    }
+    fn forced_tool(&self, body: &Value) -> Option<String> {
+        body["tool_choice"]["function"]["name"]
+            .as_str()
+            .map(str::to_string)
+    }
+    fn json_mode(&self, body: &Value) -> bool {
+        body["response_format"]["type"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("json"))
+    }
+    fn reply(&self, body: &Value, answer: &Answer) -> Value {
+        let (message, finish) = match answer {
+            Answer::Text(t) => (json!({"role": "assistant", "content": t}), "stop"),
+            Answer::Tool { name, arguments } => (
+                json!({"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": name, "arguments": arguments.to_string()}}]}),
+                "tool_calls",
+            ),
+        };
+        json!({"id": "chatcmpl-1", "object": "chat.completion", "created": 1_700_000_000, "model": body["model"],
+               "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}],
+               "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}})
+    }
+    fn stream(&self, body: &Value, answer: &Answer) -> Vec<String> {
+        let chunk = |delta: Value, finish: Value| {
+            sse(
+                None,
+                &json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1_700_000_000,
+                "model": body["model"], "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}),
+            )
+        };
+        let mut out = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
+        let finish = match answer {
+            Answer::Text(t) => {
+                out.extend(
+                    pieces(t)
+                        .into_iter()
+                        .map(|p| chunk(json!({"content": p}), Value::Null)),
+                );
+                "stop"
+            }
+            Answer::Tool { name, arguments } => {
+                let args = arguments.to_string();
+                let (a, b) = args.split_at(args.len() / 2);
+                out.push(chunk(json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": name, "arguments": ""}}]}), Value::Null));
+                out.push(chunk(
+                    json!({"tool_calls": [{"index": 0, "function": {"arguments": a}}]}),
+                    Value::Null,
+                ));
+                out.push(chunk(
+                    json!({"tool_calls": [{"index": 0, "function": {"arguments": b}}]}),
+                    Value::Null,
+                ));
+                "tool_calls"
+            }
+        };
+        out.push(chunk(json!({}), json!(finish)));
+        out.push(sse(None, &json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1_700_000_000,
+            "model": body["model"], "choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}})));
+        out.push("data: [DONE]\n\n".into());
+        out
+    }
+    fn embed(&self, body: &Value) -> Value {
+        let n = body["input"].as_array().map_or(1, Vec::len);
+        let data: Vec<Value> = (0..n)
+            .map(|i| json!({"object": "embedding", "index": i, "embedding": [i as f64, 0.5]}))
+            .collect();
+        json!({"object": "list", "data": data, "model": body["model"], "usage": {"prompt_tokens": 4, "total_tokens": 4}})
+    }
+    fn error(&self, fault: Fault) -> (u16, String) {
+        let (status, kind, code, message) = match fault {
+            Fault::RateLimited => (429, "requests", "rate_limit_exceeded", "Rate limit reached"),
+            Fault::Overloaded => (503, "server_error", "", "The engine is currently overloaded"),
+            Fault::ContextWindow => (
+                400,
+                "invalid_request_error",
+                "context_length_exceeded",
+                "This model's maximum context length is 8192 tokens",
+            ),
+            Fault::ContentPolicy => (
+                400,
+                "invalid_request_error",
+                "content_policy_violation",
+                "Your request was rejected by our safety system",
+            ),
+            Fault::Auth => (
+                401,
+                "invalid_request_error",
+                "invalid_api_key",
+                "Incorrect API key provided: sk-abc*****",
+            ),
+            Fault::BadRequest => (
+                400,
+                "invalid_request_error",
+                "",
+                "Invalid value for 'temperature'",
+            ),
+            Fault::NotFound => (
+                404,
+                "invalid_request_error",
+                "model_not_found",
+                "The model does not exist",
+            ),
+            _ => (
+                500,
+                "server_error",
+                "",
+                "The server had an error while processing your request",
+            ),
+        };
+        (
+            status,
+            json!({"error": {"message": message, "type": kind, "param": null, "code": code}}).to_string(),
+        )
+    }
+}
+
+/// Anthropic Messages.
+pub struct Anthropic;
+
+impl Dialect for Anthropic {
+    fn name(&self) -> &'static str {
+        "anthropic"
+    }
+    fn streaming(&self, _: &Uri, body: &Value) -> bool {
+        body["stream"] == true
+    }
+    fn is_embed(&self, _: &Uri) -> bool {
+        false
+    }
+    fn forced_tool(&self, body: &Value) -> Option<String> {
+        let name = body["tool_choice"]["name"].as_str()?;
+        (name != "json_output").then(|| name.to_string())
+    }
+    fn json_mode(&self, body: &Value) -> bool {
+        body["tool_choice"]["name"] == "json_output"
+    }
+    fn reply(&self, body: &Value, answer: &Answer) -> Value {
+        let (content, stop) = match answer {
+            Answer::Text(t) if self.json_mode(body) => {
+                let input: Value = serde_json::from_str(t).unwrap();
+                (
+                    json!([{"type": "tool_use", "id": "toolu_json", "name": "json_output", "input": input}]),
+                    "tool_use",
+                )
+            }
+            Answer::Text(t) => (json!([{"type": "text", "text": t}]), "end_turn"),
+            Answer::Tool { name, arguments } => (
+                json!([{"type": "tool_use", "id": "toolu_1", "name": name, "input": arguments}]),
+                "tool_use",
+            ),
+        };
+        json!({"id": "msg_1", "type": "message", "role": "assistant", "model": body["model"], "content": content,
+               "stop_reason": stop, "stop_sequence": null,
+               "usage": {"input_tokens": 12, "output_tokens": 5, "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}})
+    }
+    fn stream(&self, body: &Value, answer: &Answer) -> Vec<String> {
+        let mut out = vec![sse(
+            Some("message_start"),
+            &json!({"type": "message_start", "message": {"id": "msg_1", "type": "message",
+            "role": "assistant", "content": [], "model": body["model"], "stop_reason": null,
+            "usage": {"input_tokens": 12, "output_tokens": 1}}}),
+        )];
+        out.push(sse(Some("ping"), &json!({"type": "ping"})));
+        let block = |block: Value, deltas: Vec<Value>| {
+            let mut v = vec![sse(
+                Some("content_block_start"),
+                &json!({"type": "content_block_start", "index": 0, "content_block": block}),
+            )];
+            v.extend(deltas.into_iter().map(|d| {
+                sse(
+                    Some("content_block_delta"),
+                    &json!({"type": "content_block_delta", "index": 0, "delta": d}),
+                )
+            }));
+            v.push(sse(
+                Some("content_block_stop"),
+                &json!({"type": "content_block_stop", "index": 0}),
+            ));
+            v
+        };
+        let json_parts = |s: &str| {
+            let (a, b) = s.split_at(s.len() / 2);
+            vec![
+                json!({"type": "input_json_delta", "partial_json": a}),
+                json!({"type": "input_json_delta", "partial_json": b}),
+            ]
+        };
+        let stop = match answer {
+            Answer::Text(t) if self.json_mode(body) => {
+                out.extend(block(
+                    json!({"type": "tool_use", "id": "toolu_json", "name": "json_output", "input": {}}),
+                    json_parts(t),
+                ));
+                "tool_use"
+            }
+            Answer::Text(t) => {
+                let deltas = pieces(t)
+                    .into_iter()
+                    .map(|p| json!({"type": "text_delta", "text": p}))
+                    .collect();
+                out.extend(block(json!({"type": "text", "text": ""}), deltas));
+                "end_turn"
+            }
+            Answer::Tool { name, arguments } => {
+                out.extend(block(
+                    json!({"type": "tool_use", "id": "toolu_1", "name": name, "input": {}}),
+                    json_parts(&arguments.to_string()),
+                ));
+                "tool_use"
+            }
+        };
+        out.push(sse(Some("message_delta"), &json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": {"output_tokens": 5}})));
+        out.push(sse(Some("message_stop"), &json!({"type": "message_stop"})));
+        out
+    }
+    fn embed(&self, _: &Value) -> Value {
+        Value::Null
+    }
+    fn error(&self, fault: Fault) -> (u16, String) {
+        let (status, kind, message) = match fault {
+            Fault::RateLimited => (
+                429,
+                "rate_limit_error",
+                "Number of request tokens has exceeded your per-minute rate limit",
+            ),
+            Fault::Overloaded => (529, "overloaded_error", "Overloaded"),
+            Fault::ContextWindow => (
+                400,
+                "invalid_request_error",
+                "prompt is too long: 210000 tokens > 200000 maximum",
+            ),
+            Fault::ContentPolicy => (
+                400,
+                "invalid_request_error",
+                "Output blocked by content filtering policy",
+            ),
+            Fault::Auth => (401, "authentication_error", "invalid x-api-key"),
+            Fault::BadRequest => (400, "invalid_request_error", "temperature: range: 0..1"),
+            Fault::NotFound => (404, "not_found_error", "model: claude-nope"),
+            _ => (500, "api_error", "Internal server error"),
+        };
+        (
+            status,
+            json!({"type": "error", "error": {"type": kind, "message": message}}).to_string(),
+        )
+    }
+}
