@@ -10,6 +10,10 @@ pub enum WireFormat {
     Azure,
     /// Anthropic Messages.
     Anthropic,
+    /// Google Gemini (Generative Language API).
+    Gemini,
+    /// Ollama's native `/api/chat` and `/api/embed`.
+    Ollama,
 }
 
 /// One provider prefix: `openai/`, `groq/`, ...
@@ -90,6 +94,27 @@ pub const PROVIDERS: &[ProviderSpec] = &[
         default_api_base: Some("https://api.anthropic.com"),
         key_env: &["ANTHROPIC_API_KEY"],
         base_env: &[],
+    },
+    ProviderSpec {
+        name: "gemini",
+        wire: WireFormat::Gemini,
+        default_api_base: Some("https://generativelanguage.googleapis.com"),
+        key_env: &["GEMINI_API_KEY", "GOOGLE_API_KEY"],
+        base_env: &[],
+    },
+    ProviderSpec {
+        name: "ollama",
+        wire: WireFormat::Ollama,
+        default_api_base: Some("http://localhost:11434"),
+        key_env: &[],
+        base_env: &["OLLAMA_API_BASE"],
+    },
+    ProviderSpec {
+        name: "ollama_chat",
+        wire: WireFormat::Ollama,
+        default_api_base: Some("http://localhost:11434"),
+        key_env: &[],
+        base_env: &["OLLAMA_API_BASE"],
     },
 ];
 

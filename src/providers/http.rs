@@ -103,7 +103,10 @@ impl<W: Wire> HttpProvider<W> {
         }
         let headers = resp.headers().clone();
         let body = client::read_body(resp).await.unwrap_or_default();
-        Err(self.wire.parse_error(status.as_u16(), &headers, &body))
+        let mut err = self.wire.parse_error(status.as_u16(), &headers, &body);
+        // Every provider's Retry-After counts, whether or not its error body has its own delay.
+        err.retry_after = err.retry_after.or_else(|| client::retry_after(&headers));
+        Err(err)
     }
 }
 

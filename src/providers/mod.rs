@@ -3,10 +3,15 @@
 
 mod anthropic;
 pub mod client;
+mod common;
+mod gemini;
 pub mod http;
 mod mock;
+mod ollama;
 mod openai;
 pub mod sse;
+#[cfg(test)]
+mod stream_tests;
 
 use std::{pin::Pin, sync::Arc, time::Duration};
 
@@ -77,5 +82,7 @@ pub fn build(dep: &DeploymentConfig, http: &HttpClient) -> Arc<dyn Provider> {
             anthropic::Anthropic::new(dep),
             http.clone(),
         )),
+        WireFormat::Gemini => Arc::new(http::HttpProvider::new(gemini::Gemini::new(dep), http.clone())),
+        WireFormat::Ollama => Arc::new(http::HttpProvider::new(ollama::Ollama::new(dep), http.clone())),
     }
 }

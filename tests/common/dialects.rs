@@ -266,3 +266,192 @@ impl Dialect for Anthropic {
         )
     }
 }
+
+/// Google Gemini (Generative Language API).
+pub struct Gemini;
+
+impl Dialect for Gemini {
+    fn name(&self) -> &'static str {
+        "gemini"
+    }
+    fn streaming(&self, uri: &Uri, _: &Value) -> bool {
+        uri.path().ends_with(":streamGenerateContent")
+    }
+    fn is_embed(&self, uri: &Uri) -> bool {
+        uri.path().ends_with(":batchEmbedContents")
+    }
+    fn forced_tool(&self, body: &Value) -> Option<String> {
+        body["toolConfig"]["functionCallingConfig"]["allowedFunctionNames"][0]
+            .as_str()
+            .map(str::to_string)
+    }
+    fn json_mode(&self, body: &Value) -> bool {
+        body["generationConfig"]["responseMimeType"] == "application/json"
+    }
+    fn reply(&self, _: &Value, answer: &Answer) -> Value {
+        let parts = match answer {
+            Answer::Text(t) => json!([{"text": t}]),
+            Answer::Tool { name, arguments } => json!([{"functionCall": {"name": name, "args": arguments}}]),
+        };
+        json!({"candidates": [{"content": {"parts": parts, "role": "model"}, "finishReason": "STOP", "index": 0}],
+               "usageMetadata": {"promptTokenCount": 12, "candidatesTokenCount": 5, "totalTokenCount": 17},
+               "modelVersion": "gemini-2.5-flash", "responseId": "resp-1"})
+    }
+    fn stream(&self, _: &Value, answer: &Answer) -> Vec<String> {
+        let event = |parts: Value, finish: Option<&str>| {
+            let mut c = json!({"content": {"parts": parts, "role": "model"}, "index": 0});
+            let mut r = json!({"modelVersion": "gemini-2.5-flash", "responseId": "resp-1"});
+            if let Some(f) = finish {
+                c["finishReason"] = f.into();
+                r["usageMetadata"] =
+                    json!({"promptTokenCount": 12, "candidatesTokenCount": 5, "totalTokenCount": 17});
+            }
+            r["candidates"] = json!([c]);
+            sse(None, &r)
+        };
+        let mut out: Vec<String> = match answer {
+            Answer::Text(t) => pieces(t)
+                .into_iter()
+                .map(|p| event(json!([{"text": p}]), None))
+                .collect(),
+            Answer::Tool { name, arguments } => vec![event(
+                json!([{"functionCall": {"name": name, "args": arguments}}]),
+                None,
+            )],
+        };
+        out.push(event(json!([{"text": ""}]), Some("STOP")));
+        out
+    }
+    fn embed(&self, body: &Value) -> Value {
+        let n = body["requests"].as_array().map_or(0, Vec::len);
+        json!({"embeddings": (0..n).map(|i| json!({"values": [i as f64, 0.5]})).collect::<Vec<_>>()})
+    }
+    fn error(&self, fault: Fault) -> (u16, String) {
+        if fault == Fault::ContentPolicy {
+            // Gemini blocks a prompt with a 200 and no candidates.
+            return (200, json!({"promptFeedback": {"blockReason": "SAFETY"}, "usageMetadata": {"promptTokenCount": 12}}).to_string());
+        }
+        let (code, status, message, details) = match fault {
+            Fault::RateLimited => (
+                429,
+                "RESOURCE_EXHAUSTED",
+                "Resource has been exhausted (e.g. check quota).",
+                json!([{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "3s"}]),
+            ),
+            Fault::Overloaded => (
+                503,
+                "UNAVAILABLE",
+                "The model is overloaded. Please try again later.",
+                json!([]),
+            ),
+            Fault::ContextWindow => (
+                400,
+                "INVALID_ARGUMENT",
+                "The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).",
+                json!([]),
+            ),
+            Fault::Auth => (
+                400,
+                "INVALID_ARGUMENT",
+                "API key not valid. Please pass a valid API key.",
+                json!([{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID", "domain": "googleapis.com"}]),
+            ),
+            Fault::BadRequest => (
+                400,
+                "INVALID_ARGUMENT",
+                "Invalid value at 'generation_config.temperature'",
+                json!([]),
+            ),
+            Fault::NotFound => (
+                404,
+                "NOT_FOUND",
+                "models/gemini-nope is not found for API version v1beta",
+                json!([]),
+            ),
+            _ => (500, "INTERNAL", "An internal error has occurred.", json!([])),
+        };
+        (
+            code,
+            json!({"error": {"code": code, "message": message, "status": status, "details": details}})
+                .to_string(),
+        )
+    }
+}
+
+/// Ollama's native API (NDJSON streams).
+pub struct Ollama;
+
+impl Dialect for Ollama {
+    fn name(&self) -> &'static str {
+        "ollama"
+    }
+    fn streaming(&self, _: &Uri, body: &Value) -> bool {
+        body["stream"] != false
+    }
+    fn is_embed(&self, uri: &Uri) -> bool {
+        uri.path() == "/api/embed"
+    }
+    fn forced_tool(&self, body: &Value) -> Option<String> {
+        body["tools"][0]["function"]["name"].as_str().map(str::to_string)
+    }
+    fn json_mode(&self, body: &Value) -> bool {
+        body.get("format").is_some()
+    }
+    fn reply(&self, body: &Value, answer: &Answer) -> Value {
+        let message = match answer {
+            Answer::Text(t) => json!({"role": "assistant", "content": t}),
+            Answer::Tool { name, arguments } => {
+                json!({"role": "assistant", "content": "", "tool_calls": [{"function": {"name": name, "arguments": arguments}}]})
+            }
+        };
+        json!({"model": body["model"], "created_at": "2026-11-22T00:00:00Z", "message": message, "done": true,
+               "done_reason": "stop", "total_duration": 1000, "prompt_eval_count": 12, "eval_count": 5})
+    }
+    fn stream(&self, body: &Value, answer: &Answer) -> Vec<String> {
+        let line = |v: Value| format!("{v}\n");
+        let mut out: Vec<String> = match answer {
+            Answer::Text(t) => pieces(t)
+                .into_iter()
+                .map(|p| {
+                    line(
+                        json!({"model": body["model"], "created_at": "2026-11-22T00:00:00Z",
+                                     "message": {"role": "assistant", "content": p}, "done": false}),
+                    )
+                })
+                .collect(),
+            Answer::Tool { name, arguments } => vec![line(
+                json!({"model": body["model"], "created_at": "2026-11-22T00:00:00Z",
+                "message": {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": name, "arguments": arguments}}]},
+                "done": false}),
+            )],
+        };
+        out.push(line(
+            json!({"model": body["model"], "created_at": "2026-11-22T00:00:00Z",
+            "message": {"role": "assistant", "content": ""}, "done": true, "done_reason": "stop",
+            "prompt_eval_count": 12, "eval_count": 5}),
+        ));
+        out
+    }
+    fn embed(&self, body: &Value) -> Value {
+        let n = body["input"].as_array().map_or(1, Vec::len);
+        json!({"model": body["model"], "embeddings": (0..n).map(|i| json!([i as f64, 0.5])).collect::<Vec<_>>(), "prompt_eval_count": 4})
+    }
+    fn error(&self, fault: Fault) -> (u16, String) {
+        let (status, message) = match fault {
+            Fault::RateLimited => (429, "too many requests"),
+            Fault::Overloaded => (
+                503,
+                "server busy, please try again.  maximum pending requests exceeded",
+            ),
+            Fault::ContextWindow => (400, "the input length exceeds the context length"),
+            Fault::Auth => (401, "unauthorized"),
+            Fault::BadRequest => (400, "invalid options: temperature"),
+            Fault::NotFound => (404, "model \"llama9\" not found, try pulling it first"),
+            _ => (500, "llama runner process has terminated: exit status 2"),
+        };
+        (status, json!({"error": message}).to_string())
+    }
+    fn supports(&self, fault: Fault) -> bool {
+        fault != Fault::ContentPolicy
+    }
+}

@@ -66,6 +66,11 @@ pub trait Dialect: Send + Sync + 'static {
     fn embed(&self, body: &Value) -> Value;
     /// Status and body of an error of this kind.
     fn error(&self, fault: Fault) -> (u16, String);
+    /// Whether the provider has this kind of error at all (Ollama has no content policy).
+    fn supports(&self, fault: Fault) -> bool {
+        let _ = fault;
+        true
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -105,6 +110,10 @@ impl FakeProvider {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    pub fn dialect_supports(&self, fault: Fault) -> bool {
+        self.shared.dialect.supports(fault)
     }
 
     pub fn fail_with(&self, fault: Fault) {

@@ -2,7 +2,7 @@
 //! error classification. Pure; the I/O is `providers::http`.
 
 mod stream;
-mod wire;
+pub(crate) mod wire;
 
 use http::{HeaderMap, HeaderValue, Method, header};
 

@@ -41,7 +41,7 @@ impl Decoder {
             json_mode,
             id: String::new(),
             model: String::new(),
-            created: wire::now(),
+            created: crate::providers::common::now(),
             input: wire::WireUsage::default(),
             output_tokens: 0,
             blocks: HashMap::new(),

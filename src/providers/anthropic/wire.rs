@@ -1,7 +1,5 @@
 //! Anthropic's request and response bodies (from the Messages API reference).
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -11,23 +9,11 @@ use crate::{
         ChatRequest, ChatResponse, Choice, Content, ContentPart, ErrorClass, FinishReason, Message,
         ResponseFormat, Role, ToolCall, ToolChoice, Usage,
     },
-    providers::{ProviderError, client},
+    providers::{
+        ProviderError, client,
+        common::{data_url, now, unsupported},
+    },
 };
-
-pub fn unsupported(param: &str, provider: &str) -> ProviderError {
-    ProviderError::new(
-        ErrorClass::Unsupported,
-        format!("{provider} does not support the parameter `{param}`; set `drop_params: true` to drop it"),
-    )
-}
-
-/// Splits a `data:<mime>;base64,<data>` URL.
-pub fn data_url(url: &str) -> Option<(&str, &str)> {
-    let rest = url.strip_prefix("data:")?;
-    let (meta, data) = rest.split_once(',')?;
-    let mime = meta.strip_suffix(";base64")?;
-    Some((mime, data))
-}
 
 fn image_block(url: &str) -> Value {
     match data_url(url) {
@@ -236,12 +222,6 @@ struct WireMessage {
     usage: WireUsage,
     #[serde(default)]
     error: Option<WireError>,
-}
-
-pub fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 pub fn parse_response(body: &[u8], json_mode: bool) -> Result<ChatResponse, ProviderError> {

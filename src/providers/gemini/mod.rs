@@ -1,0 +1,169 @@
+//! Google Gemini (Generative Language API): `generateContent`, `streamGenerateContent?alt=sse`,
+//! `batchEmbedContents`. Pure translation; the I/O is `providers::http`.
+
+mod wire;
+
+use http::{HeaderMap, HeaderValue, Method, header};
+
+use super::{
+    ProviderError,
+    http::{Decoded, Frame, HttpCall, StreamDecoder, Wire},
+    openai::encode,
+};
+use crate::{
+    config::DeploymentConfig,
+    domain::{ChatChunk, ChatRequest, ChatResponse, EmbedRequest, EmbedResponse},
+};
+
+pub struct Gemini {
+    model: String,
+    base: String,
+    headers: HeaderMap,
+    drop_params: bool,
+}
+
+impl Gemini {
+    pub fn new(dep: &DeploymentConfig) -> Self {
+        let base = dep
+            .api_base
+            .as_deref()
+            .or(dep.provider.default_api_base)
+            .unwrap_or_default()
+            .trim_end_matches('/');
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(key) = &dep.api_key
+            && let Ok(mut v) = HeaderValue::from_str(key.expose())
+        {
+            v.set_sensitive(true);
+            headers.insert("x-goog-api-key", v);
+        }
+        let model = dep
+            .model
+            .strip_prefix("models/")
+            .unwrap_or(&dep.model)
+            .to_string();
+        Self {
+            base: format!("{base}/v1beta/models/{model}"),
+            model,
+            headers,
+            drop_params: dep.drop_params,
+        }
+    }
+
+    fn call(&self, url: String, body: &serde_json::Value) -> Result<HttpCall, ProviderError> {
+        Ok(HttpCall {
+            method: Method::POST,
+            url,
+            headers: self.headers.clone(),
+            body: encode(body)?,
+        })
+    }
+}
+
+impl Wire for Gemini {
+    fn name(&self) -> &'static str {
+        "gemini"
+    }
+
+    fn model(&self) -> &str {
+        &self.model
+    }
+
+    fn chat_call(&self, req: &ChatRequest, stream: bool) -> Result<HttpCall, ProviderError> {
+        let body = wire::request(req, self.drop_params)?;
+        let url = if stream {
+            format!("{}:streamGenerateContent?alt=sse", self.base)
+        } else {
+            format!("{}:generateContent", self.base)
+        };
+        self.call(url, &body)
+    }
+
+    fn parse_chat(&self, _req: &ChatRequest, body: &[u8]) -> Result<ChatResponse, ProviderError> {
+        let r = wire::parse(body)?;
+        let mut calls = 0;
+        let (message, finish) = wire::candidate_message(&r, &mut calls)?;
+        Ok(ChatResponse {
+            id: r.response_id.clone().unwrap_or_default(),
+            model: r.model_version.clone().unwrap_or_else(|| self.model.clone()),
+            created: crate::providers::common::now(),
+            choices: vec![crate::domain::Choice {
+                index: 0,
+                message,
+                finish_reason: Some(finish),
+            }],
+            usage: r.usage(),
+            system_fingerprint: None,
+        })
+    }
+
+    fn stream_decoder(&self, _req: &ChatRequest) -> Box<dyn StreamDecoder> {
+        Box::new(Decoder {
+            model: self.model.clone(),
+            started: false,
+            finished: false,
+            calls: 0,
+        })
+    }
+
+    fn embed_call(&self, req: &EmbedRequest) -> Result<HttpCall, ProviderError> {
+        self.call(
+            format!("{}:batchEmbedContents", self.base),
+            &wire::embed_request(req, &self.model),
+        )
+    }
+
+    fn parse_embed(&self, req: &EmbedRequest, body: &[u8]) -> Result<EmbedResponse, ProviderError> {
+        wire::parse_embed(req, body, &self.model)
+    }
+
+    fn parse_error(&self, status: u16, headers: &HeaderMap, body: &[u8]) -> ProviderError {
+        wire::parse_error(Some(status), headers, body)
+    }
+}
+
+/// Each SSE event is a whole `GenerateContentResponse` carrying the next parts; the last one has
+/// the finish reason and usage. There is no end marker: EOF after a finish reason is the end.
+struct Decoder {
+    model: String,
+    started: bool,
+    finished: bool,
+    calls: u32,
+}
+
+impl StreamDecoder for Decoder {
+    fn decode(&mut self, frame: Frame<'_>) -> Result<Decoded, ProviderError> {
+        let r = wire::parse(frame.data.as_bytes())?;
+        let chunk = |choices, usage| ChatChunk {
+            id: r.response_id.clone().unwrap_or_default(),
+            model: r.model_version.clone().unwrap_or_else(|| self.model.clone()),
+            created: crate::providers::common::now(),
+            choices,
+            usage,
+        };
+        let mut out = Decoded::default();
+        let (delta, finish) = wire::candidate_delta(&r, &mut self.calls, !self.started)?;
+        self.started = true;
+        self.finished |= finish.is_some();
+        out.chunks.push(chunk(
+            vec![crate::domain::ChunkChoice {
+                index: 0,
+                delta,
+                finish_reason: finish,
+            }],
+            None,
+        ));
+        if finish.is_some() && r.usage_metadata.is_some() {
+            out.chunks.push(chunk(Vec::new(), Some(r.usage())));
+        }
+        Ok(out)
+    }
+
+    fn complete_at_eof(&self) -> bool {
+        self.finished
+    }
+}
+
+#[cfg(test)]
+mod tests;

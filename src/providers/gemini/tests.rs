@@ -1,0 +1,1 @@
+//! Gemini translation tests.
