@@ -515,3 +515,41 @@ async fn ollama_conformance() {
     };
     run_suite(target, dialects::Ollama).await;
 }
+
+#[tokio::test]
+async fn cohere_conformance() {
+    let target = Target {
+        provider: "cohere",
+        params: |url| {
+            format!("model: cohere/command-a-03-2025, api_base: \"{url}\", api_key: os.environ/PROVIDER_KEY")
+        },
+        embeds: true,
+        check: |case, r| {
+            assert_eq!(r.uri, "/v2/chat");
+            bearer(r);
+            let b = &r.body;
+            assert_eq!(b["model"], "command-a-03-2025");
+            match case {
+                Case::Simple => assert_eq!(b["messages"], json!([{"role": "user", "content": "hi"}])),
+                Case::SystemMultiTurn => {
+                    assert_eq!(b["messages"][0], json!({"role": "system", "content": "be brief"}));
+                    assert_eq!(
+                        (b["stop_sequences"].clone(), b["max_tokens"].clone()),
+                        (json!(["END"]), json!(77))
+                    );
+                }
+                Case::Tools => {
+                    assert_eq!(b["tool_choice"], "REQUIRED");
+                    assert_eq!(b["tools"][0]["function"]["name"], "get_weather");
+                }
+                Case::Json => assert_eq!(b["response_format"]["type"], "json_object"),
+                Case::Image => assert_eq!(
+                    b["messages"][0]["content"][1],
+                    json!({"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}})
+                ),
+                Case::Stream => assert_eq!(b["stream"], true),
+            }
+        },
+    };
+    run_suite(target, dialects::Cohere).await;
+}

@@ -14,6 +14,8 @@ pub enum WireFormat {
     Gemini,
     /// Ollama's native `/api/chat` and `/api/embed`.
     Ollama,
+    /// Cohere v2 chat and embed.
+    Cohere,
 }
 
 /// One provider prefix: `openai/`, `groq/`, ...
@@ -115,6 +117,13 @@ pub const PROVIDERS: &[ProviderSpec] = &[
         default_api_base: Some("http://localhost:11434"),
         key_env: &[],
         base_env: &["OLLAMA_API_BASE"],
+    },
+    ProviderSpec {
+        name: "cohere",
+        wire: WireFormat::Cohere,
+        default_api_base: Some("https://api.cohere.com"),
+        key_env: &["COHERE_API_KEY", "CO_API_KEY"],
+        base_env: &[],
     },
 ];
 

@@ -3,6 +3,7 @@
 
 mod anthropic;
 pub mod client;
+mod cohere;
 mod common;
 mod gemini;
 pub mod http;
@@ -84,5 +85,6 @@ pub fn build(dep: &DeploymentConfig, http: &HttpClient) -> Arc<dyn Provider> {
         )),
         WireFormat::Gemini => Arc::new(http::HttpProvider::new(gemini::Gemini::new(dep), http.clone())),
         WireFormat::Ollama => Arc::new(http::HttpProvider::new(ollama::Ollama::new(dep), http.clone())),
+        WireFormat::Cohere => Arc::new(http::HttpProvider::new(cohere::Cohere::new(dep), http.clone())),
     }
 }

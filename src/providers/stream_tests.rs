@@ -22,6 +22,7 @@ fn wire(model: &str) -> Box<dyn Wire> {
         crate::config::WireFormat::Anthropic => Box::new(super::anthropic::Anthropic::new(d)),
         crate::config::WireFormat::Gemini => Box::new(super::gemini::Gemini::new(d)),
         crate::config::WireFormat::Ollama => Box::new(super::ollama::Ollama::new(d)),
+        crate::config::WireFormat::Cohere => Box::new(super::cohere::Cohere::new(d)),
     }
 }
 
@@ -62,6 +63,13 @@ const GEMINI: &str = concat!(
     "\"usageMetadata\":{\"promptTokenCount\":3,\"candidatesTokenCount\":2,\"totalTokenCount\":5}}\n\n",
 );
 
+const COHERE: &str = concat!(
+    "event: message-start\ndata: {\"id\":\"c\",\"type\":\"message-start\",\"delta\":{\"message\":{\"role\":\"assistant\"}}}\n\n",
+    "event: content-delta\ndata: {\"type\":\"content-delta\",\"index\":0,\"delta\":{\"message\":{\"content\":{\"text\":\"Héllo \"}}}}\n\n",
+    "event: content-delta\ndata: {\"type\":\"content-delta\",\"index\":0,\"delta\":{\"message\":{\"content\":{\"text\":\"wörld\"}}}}\n\n",
+    "event: message-end\ndata: {\"type\":\"message-end\",\"delta\":{\"finish_reason\":\"COMPLETE\",\"usage\":{\"tokens\":{\"input_tokens\":3,\"output_tokens\":2}}}}\n\n",
+);
+
 const OLLAMA: &str = concat!(
     "{\"model\":\"l\",\"message\":{\"role\":\"assistant\",\"content\":\"Héllo \"},\"done\":false}\n",
     "{\"model\":\"l\",\"message\":{\"role\":\"assistant\",\"content\":\"wörld\"},\"done\":false}\n",
@@ -74,6 +82,7 @@ fn cases() -> Vec<(&'static str, &'static str)> {
         ("anthropic/claude", ANTHROPIC),
         ("gemini/gemini-2.5-flash", GEMINI),
         ("ollama/llama3.1", OLLAMA),
+        ("cohere/command-a", COHERE),
     ]
 }
 

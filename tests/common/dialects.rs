@@ -455,3 +455,104 @@ impl Dialect for Ollama {
         fault != Fault::ContentPolicy
     }
 }
+
+/// Cohere v2.
+pub struct Cohere;
+
+impl Dialect for Cohere {
+    fn name(&self) -> &'static str {
+        "cohere"
+    }
+    fn streaming(&self, _: &Uri, body: &Value) -> bool {
+        body["stream"] == true
+    }
+    fn is_embed(&self, uri: &Uri) -> bool {
+        uri.path() == "/v2/embed"
+    }
+    fn forced_tool(&self, body: &Value) -> Option<String> {
+        (body["tool_choice"] == "REQUIRED")
+            .then(|| body["tools"][0]["function"]["name"].as_str().map(str::to_string))
+            .flatten()
+    }
+    fn json_mode(&self, body: &Value) -> bool {
+        body["response_format"]["type"] == "json_object"
+    }
+    fn reply(&self, _: &Value, answer: &Answer) -> Value {
+        let usage = json!({"billed_units": {"input_tokens": 12, "output_tokens": 5}, "tokens": {"input_tokens": 12, "output_tokens": 5}});
+        match answer {
+            Answer::Text(t) => json!({"id": "c-1", "finish_reason": "COMPLETE", "usage": usage,
+                "message": {"role": "assistant", "content": [{"type": "text", "text": t}]}}),
+            Answer::Tool { name, arguments } => {
+                json!({"id": "c-1", "finish_reason": "TOOL_CALL", "usage": usage,
+                "message": {"role": "assistant", "tool_plan": "I will look up the weather.",
+                    "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": name, "arguments": arguments.to_string()}}]}})
+            }
+        }
+    }
+    fn stream(&self, _: &Value, answer: &Answer) -> Vec<String> {
+        let ev = |kind: &str, v: Value| sse(Some(kind), &v);
+        let mut out = vec![ev(
+            "message-start",
+            json!({"id": "c-1", "type": "message-start",
+            "delta": {"message": {"role": "assistant", "content": [], "tool_plan": "", "tool_calls": [], "citations": []}}}),
+        )];
+        let finish = match answer {
+            Answer::Text(t) => {
+                out.push(ev("content-start", json!({"type": "content-start", "index": 0, "delta": {"message": {"content": {"type": "text", "text": ""}}}})));
+                for p in pieces(t) {
+                    out.push(ev("content-delta", json!({"type": "content-delta", "index": 0, "delta": {"message": {"content": {"text": p}}}})));
+                }
+                out.push(ev("content-end", json!({"type": "content-end", "index": 0})));
+                "COMPLETE"
+            }
+            Answer::Tool { name, arguments } => {
+                out.push(ev("tool-plan-delta", json!({"type": "tool-plan-delta", "delta": {"message": {"tool_plan": "I will look it up."}}})));
+                out.push(ev(
+                    "tool-call-start",
+                    json!({"type": "tool-call-start", "index": 0, "delta": {"message": {"tool_calls":
+                    {"id": "call_1", "type": "function", "function": {"name": name, "arguments": ""}}}}}),
+                ));
+                let args = arguments.to_string();
+                let (a, b) = args.split_at(args.len() / 2);
+                for piece in [a, b] {
+                    out.push(ev(
+                        "tool-call-delta",
+                        json!({"type": "tool-call-delta", "index": 0,
+                        "delta": {"message": {"tool_calls": {"function": {"arguments": piece}}}}}),
+                    ));
+                }
+                out.push(ev("tool-call-end", json!({"type": "tool-call-end", "index": 0})));
+                "TOOL_CALL"
+            }
+        };
+        out.push(ev("message-end", json!({"type": "message-end", "delta": {"finish_reason": finish,
+            "usage": {"billed_units": {"input_tokens": 12, "output_tokens": 5}, "tokens": {"input_tokens": 12, "output_tokens": 5}}}})));
+        out
+    }
+    fn embed(&self, body: &Value) -> Value {
+        let n = body["texts"].as_array().map_or(0, Vec::len);
+        json!({"id": "e-1", "embeddings": {"float": (0..n).map(|i| json!([i as f64, 0.5])).collect::<Vec<_>>()},
+               "texts": body["texts"], "meta": {"billed_units": {"input_tokens": 4}}})
+    }
+    fn error(&self, fault: Fault) -> (u16, String) {
+        let (status, message) = match fault {
+            Fault::RateLimited => (
+                429,
+                "You are using a Trial key, which is limited to 10 API calls / minute.",
+            ),
+            Fault::Overloaded => (503, "service unavailable"),
+            Fault::ContextWindow => (400, "too many tokens: size limit exceeded by 1200 tokens."),
+            Fault::Auth => (401, "invalid api token"),
+            Fault::BadRequest => (400, "invalid request: temperature must be between 0 and 1"),
+            Fault::NotFound => (404, "model 'command-nope' not found"),
+            _ => (
+                500,
+                "internal server error, this has been reported to our developers",
+            ),
+        };
+        (status, json!({"message": message}).to_string())
+    }
+    fn supports(&self, fault: Fault) -> bool {
+        fault != Fault::ContentPolicy
+    }
+}
