@@ -553,3 +553,68 @@ async fn cohere_conformance() {
     };
     run_suite(target, dialects::Cohere).await;
 }
+
+#[tokio::test]
+async fn bedrock_conformance() {
+    let target = Target {
+        provider: "bedrock",
+        params: |url| {
+            format!(
+                "model: \"bedrock/anthropic.claude-3-5-sonnet-20240620-v1:0\", api_base: \"{url}\", aws_access_key_id: AKIDEXAMPLE, \
+                 aws_secret_access_key: os.environ/PROVIDER_KEY, aws_session_token: session-token-1, aws_region_name: us-east-1"
+            )
+        },
+        embeds: false,
+        check: |case, r| {
+            let action = if case == Case::Stream {
+                "converse-stream"
+            } else {
+                "converse"
+            };
+            assert_eq!(
+                r.uri,
+                format!("/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/{action}")
+            );
+            let auth = r.headers["authorization"].to_str().unwrap();
+            assert!(
+                auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/"),
+                "{auth}"
+            );
+            assert!(
+                auth.contains("/us-east-1/bedrock/aws4_request") && auth.contains("Signature="),
+                "{auth}"
+            );
+            assert!(!auth.contains("sk-provider"), "the secret key is never sent");
+            assert!(r.headers.contains_key("x-amz-date"));
+            assert_eq!(r.headers["x-amz-security-token"], "session-token-1");
+            let b = &r.body;
+            match case {
+                Case::Simple => assert_eq!(
+                    b["messages"],
+                    json!([{"role": "user", "content": [{"text": "hi"}]}])
+                ),
+                Case::SystemMultiTurn => {
+                    assert_eq!(b["system"], json!([{"text": "be brief"}]));
+                    assert_eq!(
+                        b["inferenceConfig"],
+                        json!({"maxTokens": 77, "temperature": 0.5, "stopSequences": ["END"]})
+                    );
+                }
+                Case::Tools => assert_eq!(
+                    b["toolConfig"]["toolChoice"],
+                    json!({"tool": {"name": "get_weather"}})
+                ),
+                Case::Json => assert_eq!(
+                    b["toolConfig"]["toolChoice"],
+                    json!({"tool": {"name": "json_output"}})
+                ),
+                Case::Image => assert_eq!(
+                    b["messages"][0]["content"][1],
+                    json!({"image": {"format": "png", "source": {"bytes": "iVBORw0KGgo="}}})
+                ),
+                Case::Stream => {}
+            }
+        },
+    };
+    run_suite(target, dialects::Bedrock).await;
+}

@@ -62,6 +62,17 @@ pub struct DeploymentConfig {
     pub output_cost_per_token: Option<f64>,
     /// Drop parameters the provider does not support instead of refusing the request.
     pub drop_params: bool,
+    /// AWS credentials and region (Bedrock).
+    pub aws: AwsParams,
+}
+
+/// `aws_*` litellm_params, with the usual `AWS_*` environment variables as fallbacks.
+#[derive(Debug, Clone, Default)]
+pub struct AwsParams {
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<Secret>,
+    pub session_token: Option<Secret>,
+    pub region: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -241,6 +252,38 @@ fn validate(
             .or_else(|| provider.key_env.iter().find_map(|name| lookup(name)))
             .map(Secret::new);
 
+        let aws = if provider.wire == WireFormat::Bedrock {
+            let env = |names: &[&str]| names.iter().find_map(|n| lookup(n));
+            let aws = AwsParams {
+                access_key_id: p
+                    .aws_access_key_id
+                    .clone()
+                    .or_else(|| env(&["AWS_ACCESS_KEY_ID"])),
+                secret_access_key: p
+                    .aws_secret_access_key
+                    .clone()
+                    .or_else(|| env(&["AWS_SECRET_ACCESS_KEY"]))
+                    .map(Secret::new),
+                session_token: p
+                    .aws_session_token
+                    .clone()
+                    .or_else(|| env(&["AWS_SESSION_TOKEN"]))
+                    .map(Secret::new),
+                region: p
+                    .aws_region_name
+                    .clone()
+                    .or_else(|| env(&["AWS_REGION", "AWS_DEFAULT_REGION"])),
+            };
+            if aws.region.is_none() && api_base.is_none() && p.mock_response.is_none() {
+                return Err(ConfigError::at(
+                    at("litellm_params.aws_region_name"),
+                    "is required for bedrock (or set AWS_REGION)",
+                ));
+            }
+            aws
+        } else {
+            AwsParams::default()
+        };
         let id = match m.model_info.id.clone() {
             Some(id) if id.trim().is_empty() => {
                 return Err(ConfigError::at(at("model_info.id"), "must not be empty"));
@@ -307,6 +350,7 @@ fn validate(
             input_cost_per_token: p.input_cost_per_token.or(m.model_info.input_cost_per_token),
             output_cost_per_token: p.output_cost_per_token.or(m.model_info.output_cost_per_token),
             drop_params: p.drop_params.or(drop_params).unwrap_or(false),
+            aws,
         });
     }
     let group_names: std::collections::HashSet<&str> = deployments.iter().map(|d| d.group.as_str()).collect();

@@ -16,6 +16,8 @@ pub enum WireFormat {
     Ollama,
     /// Cohere v2 chat and embed.
     Cohere,
+    /// AWS Bedrock Converse (SigV4).
+    Bedrock,
 }
 
 /// One provider prefix: `openai/`, `groq/`, ...
@@ -123,6 +125,13 @@ pub const PROVIDERS: &[ProviderSpec] = &[
         wire: WireFormat::Cohere,
         default_api_base: Some("https://api.cohere.com"),
         key_env: &["COHERE_API_KEY", "CO_API_KEY"],
+        base_env: &[],
+    },
+    ProviderSpec {
+        name: "bedrock",
+        wire: WireFormat::Bedrock,
+        default_api_base: None,
+        key_env: &["AWS_BEARER_TOKEN_BEDROCK"],
         base_env: &[],
     },
 ];

@@ -48,6 +48,10 @@ pub struct RawLitellmParams {
     pub output_cost_per_token: Option<f64>,
     pub max_input_tokens: Option<u32>,
     pub drop_params: Option<bool>,
+    pub aws_access_key_id: Option<String>,
+    pub aws_secret_access_key: Option<String>,
+    pub aws_session_token: Option<String>,
+    pub aws_region_name: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

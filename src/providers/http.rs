@@ -27,6 +27,9 @@ pub enum Framing {
     Sse,
     /// One JSON object per line (Ollama).
     Ndjson,
+    /// AWS event-stream binary frames (Bedrock ConverseStream); `event` is `:event-type`, or
+    /// `exception:<type>` for an exception frame.
+    AwsEventStream,
 }
 
 /// One framed stream message: an SSE event (`event` may be empty) or an NDJSON line (`event` empty).
@@ -186,6 +189,59 @@ impl Lines {
 enum Framer {
     Sse(sse::Decoder),
     Ndjson(Lines),
+    Aws(AwsFrames),
+}
+
+/// AWS event-stream framing (length-prefixed, CRC-checked binary messages), decoded by smithy-rs.
+#[derive(Default)]
+struct AwsFrames {
+    buf: bytes::BytesMut,
+    decoder: aws_smithy_eventstream::frame::MessageFrameDecoder,
+}
+
+impl AwsFrames {
+    const MAX_BUFFER: usize = 16 << 20;
+
+    fn feed(&mut self, bytes: &[u8]) -> Result<Vec<(String, String)>, ProviderError> {
+        use aws_smithy_eventstream::frame::DecodedFrame;
+        self.buf.extend_from_slice(bytes);
+        let mut out = Vec::new();
+        loop {
+            let bad = |e: &dyn std::fmt::Display| {
+                ProviderError::new(
+                    ErrorClass::MalformedResponse,
+                    format!("bad event-stream frame: {e}"),
+                )
+            };
+            match self.decoder.decode_frame(&mut self.buf).map_err(|e| bad(&e))? {
+                DecodedFrame::Incomplete => break,
+                DecodedFrame::Complete(msg) => {
+                    let header = |name: &str| {
+                        msg.headers()
+                            .iter()
+                            .find(|h| h.name().as_str() == name)
+                            .and_then(|h| h.value().as_string().ok())
+                            .map(|s| s.as_str().to_string())
+                    };
+                    let event = match header(":message-type").as_deref() {
+                        Some("exception") => {
+                            format!("exception:{}", header(":exception-type").unwrap_or_default())
+                        }
+                        Some("error") => format!("exception:{}", header(":error-code").unwrap_or_default()),
+                        _ => header(":event-type").unwrap_or_default(),
+                    };
+                    out.push((event, String::from_utf8_lossy(msg.payload()).into_owned()));
+                }
+            }
+        }
+        if self.buf.len() > Self::MAX_BUFFER {
+            return Err(ProviderError::new(
+                ErrorClass::MalformedResponse,
+                "event-stream frame larger than 16 MiB",
+            ));
+        }
+        Ok(out)
+    }
 }
 
 struct StreamState {
@@ -211,6 +267,8 @@ impl StreamState {
             (Framer::Sse(_), None) => Vec::new(),
             (Framer::Ndjson(l), Some(b)) => l.feed(b)?.into_iter().map(|d| (String::new(), d)).collect(),
             (Framer::Ndjson(l), None) => l.rest().into_iter().map(|d| (String::new(), d)).collect(),
+            (Framer::Aws(a), Some(b)) => a.feed(b)?,
+            (Framer::Aws(_), None) => Vec::new(),
         };
         for (event, data) in frames {
             let d = self.decoder.decode(Frame {
@@ -236,6 +294,7 @@ pub fn decode_stream(
     let framer = match framing {
         Framing::Sse => Framer::Sse(sse::Decoder::default()),
         Framing::Ndjson => Framer::Ndjson(Lines::default()),
+        Framing::AwsEventStream => Framer::Aws(AwsFrames::default()),
     };
     let state = StreamState {
         body,

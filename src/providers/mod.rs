@@ -2,6 +2,7 @@
 //! functions; HTTP I/O lives in [`client`] only, and the router never sees a wire type.
 
 mod anthropic;
+mod bedrock;
 pub mod client;
 mod cohere;
 mod common;
@@ -86,5 +87,6 @@ pub fn build(dep: &DeploymentConfig, http: &HttpClient) -> Arc<dyn Provider> {
         WireFormat::Gemini => Arc::new(http::HttpProvider::new(gemini::Gemini::new(dep), http.clone())),
         WireFormat::Ollama => Arc::new(http::HttpProvider::new(ollama::Ollama::new(dep), http.clone())),
         WireFormat::Cohere => Arc::new(http::HttpProvider::new(cohere::Cohere::new(dep), http.clone())),
+        WireFormat::Bedrock => Arc::new(http::HttpProvider::new(bedrock::Bedrock::new(dep), http.clone())),
     }
 }

@@ -23,6 +23,7 @@ fn wire(model: &str) -> Box<dyn Wire> {
         crate::config::WireFormat::Gemini => Box::new(super::gemini::Gemini::new(d)),
         crate::config::WireFormat::Ollama => Box::new(super::ollama::Ollama::new(d)),
         crate::config::WireFormat::Cohere => Box::new(super::cohere::Cohere::new(d)),
+        crate::config::WireFormat::Bedrock => Box::new(super::bedrock::Bedrock::new(d)),
     }
 }
 
@@ -76,13 +77,48 @@ const OLLAMA: &str = concat!(
     "{\"model\":\"l\",\"message\":{\"role\":\"assistant\",\"content\":\"\"},\"done\":true,\"done_reason\":\"stop\",\"prompt_eval_count\":3,\"eval_count\":2}\n",
 );
 
-fn cases() -> Vec<(&'static str, &'static str)> {
+/// Bedrock's ConverseStream: binary AWS event-stream frames.
+fn bedrock() -> Vec<u8> {
+    use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
+    let frame = |event: &str, payload: &str| {
+        let msg = Message::new(payload.as_bytes().to_vec())
+            .add_header(Header::new(
+                ":event-type",
+                HeaderValue::String(event.to_string().into()),
+            ))
+            .add_header(Header::new(":message-type", HeaderValue::String("event".into())));
+        let mut out = Vec::new();
+        aws_smithy_eventstream::frame::write_message_to(&msg, &mut out).unwrap();
+        out
+    };
+    [
+        frame("messageStart", r#"{"role":"assistant"}"#),
+        frame(
+            "contentBlockDelta",
+            r#"{"contentBlockIndex":0,"delta":{"text":"Héllo "}}"#,
+        ),
+        frame(
+            "contentBlockDelta",
+            r#"{"contentBlockIndex":0,"delta":{"text":"wörld"}}"#,
+        ),
+        frame("contentBlockStop", r#"{"contentBlockIndex":0}"#),
+        frame("messageStop", r#"{"stopReason":"end_turn"}"#),
+        frame(
+            "metadata",
+            r#"{"usage":{"inputTokens":3,"outputTokens":2,"totalTokens":5}}"#,
+        ),
+    ]
+    .concat()
+}
+
+fn cases() -> Vec<(&'static str, Vec<u8>)> {
     vec![
-        ("openai/gpt-4o", OPENAI),
-        ("anthropic/claude", ANTHROPIC),
-        ("gemini/gemini-2.5-flash", GEMINI),
-        ("ollama/llama3.1", OLLAMA),
-        ("cohere/command-a", COHERE),
+        ("openai/gpt-4o", OPENAI.as_bytes().to_vec()),
+        ("anthropic/claude", ANTHROPIC.as_bytes().to_vec()),
+        ("gemini/gemini-2.5-flash", GEMINI.as_bytes().to_vec()),
+        ("ollama/llama3.1", OLLAMA.as_bytes().to_vec()),
+        ("cohere/command-a", COHERE.as_bytes().to_vec()),
+        ("bedrock/anthropic.claude-v2", bedrock()),
     ]
 }
 
@@ -113,7 +149,7 @@ fn meaning(
 async fn every_split_point_gives_the_same_stream() {
     for (model, stream) in cases() {
         let w = wire(model);
-        let bytes = stream.as_bytes();
+        let bytes = stream.as_slice();
         let whole = meaning(&run(&*w, vec![bytes.to_vec()]).await).unwrap();
         assert_eq!(whole.0, "Héllo wörld", "{model}");
         assert_eq!(whole.1, Some(FinishReason::Stop), "{model}");
@@ -153,7 +189,7 @@ async fn garbage_never_panics() {
                 .collect();
             if round % 3 == 0 {
                 // Valid prefix, garbage after.
-                let valid = stream.as_bytes();
+                let valid = stream.as_slice();
                 let cut = (next() as usize) % valid.len();
                 junk.splice(0..0, valid[..cut].iter().copied());
             }

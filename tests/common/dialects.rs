@@ -454,6 +454,9 @@ impl Dialect for Ollama {
     fn supports(&self, fault: Fault) -> bool {
         fault != Fault::ContentPolicy
     }
+    fn stream_content_type(&self) -> &'static str {
+        "application/x-ndjson"
+    }
 }
 
 /// Cohere v2.
@@ -554,5 +557,140 @@ impl Dialect for Cohere {
     }
     fn supports(&self, fault: Fault) -> bool {
         fault != Fault::ContentPolicy
+    }
+}
+
+/// AWS Bedrock Converse / ConverseStream (binary AWS event-stream frames).
+pub struct Bedrock;
+
+impl Bedrock {
+    fn frame(event: &str, payload: Value) -> Vec<u8> {
+        use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
+        let msg = Message::new(payload.to_string().into_bytes())
+            .add_header(Header::new(
+                ":event-type",
+                HeaderValue::String(event.to_string().into()),
+            ))
+            .add_header(Header::new(
+                ":content-type",
+                HeaderValue::String("application/json".into()),
+            ))
+            .add_header(Header::new(":message-type", HeaderValue::String("event".into())));
+        let mut out = Vec::new();
+        aws_smithy_eventstream::frame::write_message_to(&msg, &mut out).unwrap();
+        out
+    }
+}
+
+impl Dialect for Bedrock {
+    fn name(&self) -> &'static str {
+        "bedrock"
+    }
+    fn streaming(&self, uri: &Uri, _: &Value) -> bool {
+        uri.path().ends_with("/converse-stream")
+    }
+    fn is_embed(&self, uri: &Uri) -> bool {
+        uri.path().ends_with("/invoke")
+    }
+    fn forced_tool(&self, body: &Value) -> Option<String> {
+        let name = body["toolConfig"]["toolChoice"]["tool"]["name"].as_str()?;
+        (name != "json_output").then(|| name.to_string())
+    }
+    fn json_mode(&self, body: &Value) -> bool {
+        body["toolConfig"]["toolChoice"]["tool"]["name"] == "json_output"
+    }
+    fn reply(&self, body: &Value, answer: &Answer) -> Value {
+        let (content, stop) = match answer {
+            Answer::Text(t) if self.json_mode(body) => (
+                json!([{"toolUse": {"toolUseId": "tooluse_json", "name": "json_output", "input": serde_json::from_str::<Value>(t).unwrap()}}]),
+                "tool_use",
+            ),
+            Answer::Text(t) => (json!([{"text": t}]), "end_turn"),
+            Answer::Tool { name, arguments } => (
+                json!([{"toolUse": {"toolUseId": "tooluse_1", "name": name, "input": arguments}}]),
+                "tool_use",
+            ),
+        };
+        json!({"output": {"message": {"role": "assistant", "content": content}}, "stopReason": stop,
+               "usage": {"inputTokens": 12, "outputTokens": 5, "totalTokens": 17}, "metrics": {"latencyMs": 120}})
+    }
+    fn stream(&self, _: &Value, _: &Answer) -> Vec<String> {
+        unreachable!("bedrock streams binary frames")
+    }
+    fn stream_bytes(&self, body: &Value, answer: &Answer) -> Vec<Vec<u8>> {
+        let f = Bedrock::frame;
+        let mut out = vec![f("messageStart", json!({"role": "assistant"}))];
+        let tool = |out: &mut Vec<Vec<u8>>, id: &str, name: &str, input: &str| {
+            out.push(f(
+                "contentBlockStart",
+                json!({"contentBlockIndex": 0, "start": {"toolUse": {"toolUseId": id, "name": name}}}),
+            ));
+            let (a, b) = input.split_at(input.len() / 2);
+            for piece in [a, b] {
+                out.push(f(
+                    "contentBlockDelta",
+                    json!({"contentBlockIndex": 0, "delta": {"toolUse": {"input": piece}}}),
+                ));
+            }
+            out.push(f("contentBlockStop", json!({"contentBlockIndex": 0})));
+        };
+        let stop = match answer {
+            Answer::Text(t) if self.json_mode(body) => {
+                tool(&mut out, "tooluse_json", "json_output", t);
+                "tool_use"
+            }
+            Answer::Text(t) => {
+                for p in pieces(t) {
+                    out.push(f(
+                        "contentBlockDelta",
+                        json!({"contentBlockIndex": 0, "delta": {"text": p}}),
+                    ));
+                }
+                out.push(f("contentBlockStop", json!({"contentBlockIndex": 0})));
+                "end_turn"
+            }
+            Answer::Tool { name, arguments } => {
+                tool(&mut out, "tooluse_1", name, &arguments.to_string());
+                "tool_use"
+            }
+        };
+        out.push(f("messageStop", json!({"stopReason": stop})));
+        out.push(f("metadata", json!({"usage": {"inputTokens": 12, "outputTokens": 5, "totalTokens": 17}, "metrics": {"latencyMs": 99}})));
+        out
+    }
+    fn stream_content_type(&self) -> &'static str {
+        "application/vnd.amazon.eventstream"
+    }
+    fn embed(&self, _: &Value) -> Value {
+        json!({"embedding": [0.25, 0.5], "inputTextTokenCount": 2})
+    }
+    fn error(&self, fault: Fault) -> (u16, String) {
+        let (status, message) = match fault {
+            Fault::RateLimited => (429, "Too many requests, please wait before trying again."),
+            Fault::Overloaded => (503, "Bedrock is unable to process your request."),
+            Fault::ContextWindow => (400, "Input is too long for requested model."),
+            Fault::Auth => (403, "The security token included in the request is invalid."),
+            Fault::BadRequest => (400, "Malformed input request: temperature must be <= 1"),
+            Fault::NotFound => (404, "The requested model does not exist."),
+            _ => (500, "The server encountered an internal error."),
+        };
+        (status, json!({"message": message}).to_string())
+    }
+    fn error_headers(&self, fault: Fault) -> Vec<(&'static str, String)> {
+        let kind = match fault {
+            Fault::RateLimited => "ThrottlingException",
+            Fault::Overloaded => "ServiceUnavailableException",
+            Fault::ContextWindow | Fault::BadRequest => "ValidationException",
+            Fault::Auth => "UnrecognizedClientException",
+            Fault::NotFound => "ResourceNotFoundException",
+            _ => "InternalServerException",
+        };
+        vec![(
+            "x-amzn-errortype",
+            format!("{kind}:http://internal.amazon.com/coral/com.amazon.bedrock/"),
+        )]
+    }
+    fn supports(&self, fault: Fault) -> bool {
+        fault != Fault::ContentPolicy // guardrails end a response with stopReason, not an error
     }
 }

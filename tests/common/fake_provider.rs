@@ -66,6 +66,21 @@ pub trait Dialect: Send + Sync + 'static {
     fn embed(&self, body: &Value) -> Value;
     /// Status and body of an error of this kind.
     fn error(&self, fault: Fault) -> (u16, String);
+    /// The stream as bytes on the wire (binary framings override this).
+    fn stream_bytes(&self, body: &Value, answer: &Answer) -> Vec<Vec<u8>> {
+        self.stream(body, answer)
+            .into_iter()
+            .map(String::into_bytes)
+            .collect()
+    }
+    fn stream_content_type(&self) -> &'static str {
+        "text/event-stream"
+    }
+    /// Extra headers on an error response (AWS's `x-amzn-ErrorType`).
+    fn error_headers(&self, fault: Fault) -> Vec<(&'static str, String)> {
+        let _ = fault;
+        vec![]
+    }
     /// Whether the provider has this kind of error at all (Ollama has no content policy).
     fn supports(&self, fault: Fault) -> bool {
         let _ = fault;
@@ -142,21 +157,23 @@ async fn handle(State(s): State<Shared>, uri: Uri, headers: HeaderMap, body: Byt
     };
     let fault = (s.script.lock().unwrap())(n);
     let d = &s.dialect;
-    let json = |status: u16, text: String| {
-        Response::builder()
+    let json = |status: u16, text: String, extra: Vec<(&'static str, String)>| {
+        let mut r = Response::builder()
             .status(status)
             .header("content-type", "application/json")
-            .header("retry-after", "3")
-            .body(Body::from(text))
-            .unwrap()
+            .header("retry-after", "3");
+        for (k, v) in extra {
+            r = r.header(k, v);
+        }
+        r.body(Body::from(text)).unwrap()
     };
     match fault {
         Fault::None | Fault::Truncated => {}
-        Fault::Garbage => return json(200, "<html>definitely not the API</html>".into()),
-        Fault::ErrorIn200 => return json(200, d.error(Fault::Server).1),
+        Fault::Garbage => return json(200, "<html>definitely not the API</html>".into(), vec![]),
+        Fault::ErrorIn200 => return json(200, d.error(Fault::Server).1, vec![]),
         f => {
             let (status, text) = d.error(f);
-            return json(status, text);
+            return json(status, text, d.error_headers(f));
         }
     }
     if d.is_embed(&uri) {
@@ -173,7 +190,7 @@ async fn handle(State(s): State<Shared>, uri: Uri, headers: HeaderMap, body: Byt
     if !d.streaming(&uri, &body) {
         return axum::Json(d.reply(&body, &answer)).into_response();
     }
-    let mut events = d.stream(&body, &answer);
+    let mut events = d.stream_bytes(&body, &answer);
     if fault == Fault::Truncated {
         events.truncate(3);
     }
@@ -182,13 +199,8 @@ async fn handle(State(s): State<Shared>, uri: Uri, headers: HeaderMap, body: Byt
             .into_iter()
             .map(|e| Ok::<_, std::convert::Infallible>(Bytes::from(e))),
     );
-    let ct = if d.name() == "ollama" {
-        "application/x-ndjson"
-    } else {
-        "text/event-stream"
-    };
     Response::builder()
-        .header("content-type", ct)
+        .header("content-type", d.stream_content_type())
         .body(Body::from_stream(stream))
         .unwrap()
 }
