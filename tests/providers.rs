@@ -28,7 +28,7 @@ enum Case {
 struct Target {
     provider: &'static str,
     /// `litellm_params` of the one deployment of group `p`, given the fake's URL.
-    params: fn(&str) -> String,
+    params: Box<dyn Fn(&str) -> String>,
     embeds: bool,
     /// Asserts what the provider received for a case.
     check: fn(Case, &Recorded),
@@ -345,9 +345,9 @@ fn openai_body_check(case: Case, r: &Recorded) {
 async fn openai_conformance() {
     let target = Target {
         provider: "openai",
-        params: |url| {
+        params: Box::new(|url| {
             format!("model: openai/gpt-4o-mini, api_base: \"{url}/v1\", api_key: os.environ/PROVIDER_KEY")
-        },
+        }),
         embeds: true,
         check: openai_check,
     };
@@ -358,11 +358,11 @@ async fn openai_conformance() {
 async fn azure_conformance() {
     let target = Target {
         provider: "azure",
-        params: |url| {
+        params: Box::new(|url| {
             format!(
                 "model: azure/gpt-4o-mini, api_base: \"{url}\", api_key: os.environ/PROVIDER_KEY, api_version: \"2024-10-21\""
             )
-        },
+        }),
         embeds: true,
         check: |case, r| {
             assert_eq!(r.headers["api-key"], "sk-provider-conformance");
@@ -381,11 +381,11 @@ async fn azure_conformance() {
 async fn anthropic_conformance() {
     let target = Target {
         provider: "anthropic",
-        params: |url| {
+        params: Box::new(|url| {
             format!(
                 "model: anthropic/claude-sonnet-4-5, api_base: \"{url}\", api_key: os.environ/PROVIDER_KEY"
             )
-        },
+        }),
         embeds: false,
         check: |case, r| {
             assert_eq!(r.uri, "/v1/messages");
@@ -429,9 +429,9 @@ async fn anthropic_conformance() {
 async fn gemini_conformance() {
     let target = Target {
         provider: "gemini",
-        params: |url| {
+        params: Box::new(|url| {
             format!("model: gemini/gemini-2.5-flash, api_base: \"{url}\", api_key: os.environ/PROVIDER_KEY")
-        },
+        }),
         embeds: true,
         check: |case, r| {
             assert_eq!(r.headers["x-goog-api-key"], "sk-provider-conformance");
@@ -491,7 +491,7 @@ async fn gemini_conformance() {
 async fn ollama_conformance() {
     let target = Target {
         provider: "ollama",
-        params: |url| format!("model: ollama_chat/llama3.1, api_base: \"{url}\""),
+        params: Box::new(|url| format!("model: ollama_chat/llama3.1, api_base: \"{url}\"")),
         embeds: true,
         check: |case, r| {
             assert_eq!(r.uri, "/api/chat");
@@ -520,9 +520,9 @@ async fn ollama_conformance() {
 async fn cohere_conformance() {
     let target = Target {
         provider: "cohere",
-        params: |url| {
+        params: Box::new(|url| {
             format!("model: cohere/command-a-03-2025, api_base: \"{url}\", api_key: os.environ/PROVIDER_KEY")
-        },
+        }),
         embeds: true,
         check: |case, r| {
             assert_eq!(r.uri, "/v2/chat");
@@ -558,12 +558,12 @@ async fn cohere_conformance() {
 async fn bedrock_conformance() {
     let target = Target {
         provider: "bedrock",
-        params: |url| {
+        params: Box::new(|url| {
             format!(
                 "model: \"bedrock/anthropic.claude-3-5-sonnet-20240620-v1:0\", api_base: \"{url}\", aws_access_key_id: AKIDEXAMPLE, \
                  aws_secret_access_key: os.environ/PROVIDER_KEY, aws_session_token: session-token-1, aws_region_name: us-east-1"
             )
-        },
+        }),
         embeds: false,
         check: |case, r| {
             let action = if case == Case::Stream {
@@ -617,4 +617,128 @@ async fn bedrock_conformance() {
         },
     };
     run_suite(target, dialects::Bedrock).await;
+}
+
+/// A Google OAuth token endpoint that checks the service-account JWT (RS256 signature with the
+/// fixture's public key, issuer, audience, scope) before issuing a token.
+async fn token_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use base64::Engine as _;
+    let issued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = issued.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let uri = format!("http://{}/token", listener.local_addr().unwrap());
+    let expected_aud = uri.clone();
+    let app = axum::Router::new().route(
+        "/token",
+        axum::routing::post(move |body: String| {
+            let counter = counter.clone();
+            let expected_aud = expected_aud.clone();
+            async move {
+                let form: std::collections::HashMap<String, String> = body
+                    .split('&')
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (k.to_string(), v.replace("%3A", ":")))
+                    .collect();
+                assert_eq!(form["grant_type"], "urn:ietf:params:oauth:grant-type:jwt-bearer");
+                let jwt = &form["assertion"];
+                let (signed, sig) = jwt.rsplit_once('.').unwrap();
+                let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+                let public = include_bytes!("fixtures/vertex-test-key.pub.der");
+                ring::signature::UnparsedPublicKey::new(
+                    &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+                    &public[..],
+                )
+                .verify(signed.as_bytes(), &b64.decode(sig).unwrap())
+                .expect("the JWT is signed with the service account's key");
+                let claims: Value =
+                    serde_json::from_slice(&b64.decode(signed.split('.').nth(1).unwrap()).unwrap()).unwrap();
+                assert_eq!(claims["iss"], "switchboard-test@my-proj.iam.gserviceaccount.com");
+                assert_eq!(claims["aud"], expected_aud);
+                assert_eq!(claims["scope"], "https://www.googleapis.com/auth/cloud-platform");
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                axum::Json(
+                    json!({"access_token": "ya29.test-token", "expires_in": 3599, "token_type": "Bearer"}),
+                )
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (uri, issued)
+}
+
+fn vertex_check(case: Case, r: &Recorded) {
+    let action = if case == Case::Stream {
+        "streamGenerateContent?alt=sse"
+    } else {
+        "generateContent"
+    };
+    assert_eq!(
+        r.uri,
+        format!(
+            "/v1/projects/my-proj/locations/us-central1/publishers/google/models/gemini-2.5-flash:{action}"
+        )
+    );
+    assert_eq!(r.headers["authorization"], "Bearer ya29.test-token");
+    assert!(r.headers.get("x-goog-api-key").is_none());
+    if case == Case::SystemMultiTurn {
+        assert_eq!(
+            r.body["systemInstruction"],
+            json!({"parts": [{"text": "be brief"}]})
+        );
+    }
+}
+
+#[tokio::test]
+async fn vertex_ai_conformance_with_a_service_account() {
+    let (token_uri, issued) = token_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("sa.json");
+    std::fs::write(
+        &creds,
+        json!({
+            "type": "service_account", "project_id": "my-proj",
+            "client_email": "switchboard-test@my-proj.iam.gserviceaccount.com",
+            "private_key": include_str!("fixtures/vertex-test-key.pem"),
+            "token_uri": token_uri,
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let creds = creds.display().to_string();
+    let target = Target {
+        provider: "vertex_ai",
+        params: Box::new(move |url| {
+            format!(
+                "model: vertex_ai/gemini-2.5-flash, api_base: \"{url}\", vertex_project: my-proj, \
+                 vertex_location: us-central1, vertex_credentials: \"{creds}\""
+            )
+        }),
+        embeds: true,
+        check: vertex_check,
+    };
+    run_suite(target, dialects::Vertex).await;
+    assert_eq!(
+        issued.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one token, cached for every request"
+    );
+}
+
+#[tokio::test]
+async fn vertex_ai_with_a_static_access_token() {
+    let fake = FakeProvider::start(dialects::Vertex).await;
+    let yaml = format!(
+        "model_list:\n  - model_name: p\n    litellm_params: {{model: vertex_ai/gemini-2.5-flash, api_base: \"{}\", vertex_project: my-proj, api_key: os.environ/VERTEX_TOKEN}}\n",
+        fake.url()
+    );
+    let gw = Gateway::start_with_env(&yaml, &[("VERTEX_TOKEN", "ya29.test-token")]).await;
+    let r = gw
+        .chat()
+        .await
+        .complete(request(Case::Simple))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.choices[0].message.as_ref().unwrap().content, TEXT);
+    vertex_check(Case::Simple, &fake.last());
 }

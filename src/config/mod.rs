@@ -64,6 +64,17 @@ pub struct DeploymentConfig {
     pub drop_params: bool,
     /// AWS credentials and region (Bedrock).
     pub aws: AwsParams,
+    /// Project, location and credentials (Vertex AI).
+    pub vertex: VertexParams,
+}
+
+/// `vertex_*` litellm_params, with Google's usual environment variables as fallbacks.
+#[derive(Debug, Clone, Default)]
+pub struct VertexParams {
+    pub project: String,
+    pub location: String,
+    /// The service-account JSON document (it holds a private key).
+    pub credentials: Option<Secret>,
 }
 
 /// `aws_*` litellm_params, with the usual `AWS_*` environment variables as fallbacks.
@@ -225,7 +236,10 @@ fn validate(
             .or_else(|| provider.base_env.iter().find_map(|name| lookup(name)));
         if let Some(base) = &api_base {
             check_url(base).map_err(|msg| ConfigError::at(at("litellm_params.api_base"), msg))?;
-        } else if provider.default_api_base.is_none() && p.mock_response.is_none() {
+        } else if provider.default_api_base.is_none()
+            && p.mock_response.is_none()
+            && provider.wire != WireFormat::Bedrock
+        {
             return Err(ConfigError::at(
                 at("litellm_params.api_base"),
                 format!("is required for provider {:?}", provider.name),
@@ -249,6 +263,7 @@ fn validate(
             .transpose()?;
         let api_key = p
             .api_key
+            .clone()
             .or_else(|| provider.key_env.iter().find_map(|name| lookup(name)))
             .map(Secret::new);
 
@@ -283,6 +298,11 @@ fn validate(
             aws
         } else {
             AwsParams::default()
+        };
+        let vertex = if provider.wire == WireFormat::Vertex {
+            vertex_params(&p, &at, lookup, api_key.is_some() || p.mock_response.is_some())?
+        } else {
+            VertexParams::default()
         };
         let id = match m.model_info.id.clone() {
             Some(id) if id.trim().is_empty() => {
@@ -351,6 +371,7 @@ fn validate(
             output_cost_per_token: p.output_cost_per_token.or(m.model_info.output_cost_per_token),
             drop_params: p.drop_params.or(drop_params).unwrap_or(false),
             aws,
+            vertex,
         });
     }
     let group_names: std::collections::HashSet<&str> = deployments.iter().map(|d| d.group.as_str()).collect();
@@ -361,6 +382,70 @@ fn validate(
         master_key,
         ignored_keys,
         warnings,
+    })
+}
+
+/// Vertex AI: project (required), location (default us-central1), credentials (a service-account
+/// JSON document or its path, or else `api_key` as an access token).
+fn vertex_params(
+    p: &raw::RawLitellmParams,
+    at: &dyn Fn(&str) -> String,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    has_token: bool,
+) -> Result<VertexParams, ConfigError> {
+    let env = |names: &[&str]| names.iter().find_map(|n| lookup(n));
+    let project = p
+        .vertex_project
+        .clone()
+        .or_else(|| env(&["VERTEXAI_PROJECT", "GOOGLE_CLOUD_PROJECT"]))
+        .ok_or_else(|| {
+            ConfigError::at(
+                at("litellm_params.vertex_project"),
+                "is required for vertex_ai (or set VERTEXAI_PROJECT)",
+            )
+        })?;
+    let location = p
+        .vertex_location
+        .clone()
+        .or_else(|| env(&["VERTEXAI_LOCATION", "GOOGLE_CLOUD_LOCATION"]))
+        .unwrap_or_else(|| "us-central1".into());
+    let source = p
+        .vertex_credentials
+        .clone()
+        .or_else(|| env(&["GOOGLE_APPLICATION_CREDENTIALS"]));
+    let credentials = match source {
+        None if has_token => None,
+        None => {
+            return Err(ConfigError::at(
+                at("litellm_params.vertex_credentials"),
+                "vertex_ai needs a service account (vertex_credentials or GOOGLE_APPLICATION_CREDENTIALS) or an access token in api_key",
+            ));
+        }
+        Some(s) => {
+            let path = at("litellm_params.vertex_credentials");
+            let text = if s.trim_start().starts_with('{') {
+                s
+            } else {
+                std::fs::read_to_string(&s)
+                    .map_err(|e| ConfigError::at(&path, format!("cannot read {s:?}: {e}")))?
+            };
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| ConfigError::at(&path, format!("is not service-account JSON: {e}")))?;
+            for field in ["client_email", "private_key"] {
+                if !v[field].is_string() {
+                    return Err(ConfigError::at(
+                        &path,
+                        format!("the service account has no {field}"),
+                    ));
+                }
+            }
+            Some(Secret::new(text))
+        }
+    };
+    Ok(VertexParams {
+        project,
+        location,
+        credentials,
     })
 }
 

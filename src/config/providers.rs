@@ -18,6 +18,8 @@ pub enum WireFormat {
     Cohere,
     /// AWS Bedrock Converse (SigV4).
     Bedrock,
+    /// Gemini on Google Vertex AI (OAuth).
+    Vertex,
 }
 
 /// One provider prefix: `openai/`, `groq/`, ...
@@ -132,6 +134,13 @@ pub const PROVIDERS: &[ProviderSpec] = &[
         wire: WireFormat::Bedrock,
         default_api_base: None,
         key_env: &["AWS_BEARER_TOKEN_BEDROCK"],
+        base_env: &[],
+    },
+    ProviderSpec {
+        name: "vertex_ai",
+        wire: WireFormat::Vertex,
+        default_api_base: Some("https://aiplatform.googleapis.com"),
+        key_env: &["VERTEX_ACCESS_TOKEN"],
         base_env: &[],
     },
 ];

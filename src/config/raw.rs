@@ -52,6 +52,10 @@ pub struct RawLitellmParams {
     pub aws_secret_access_key: Option<String>,
     pub aws_session_token: Option<String>,
     pub aws_region_name: Option<String>,
+    pub vertex_project: Option<String>,
+    pub vertex_location: Option<String>,
+    /// A service-account JSON document, or the path of one.
+    pub vertex_credentials: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

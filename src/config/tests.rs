@@ -281,3 +281,48 @@ router_settings:
     );
     assert_eq!(c.deployments[1].max_input_tokens, Some(128000));
 }
+
+#[test]
+fn cloud_provider_settings_are_validated_with_paths() {
+    let e = err("model_list:\n  - {model_name: b, litellm_params: {model: 'bedrock/anthropic.claude-v2'}}\n");
+    assert_eq!(
+        e,
+        "model_list[0].litellm_params.aws_region_name: is required for bedrock (or set AWS_REGION)"
+    );
+    let e = err("model_list:\n  - {model_name: v, litellm_params: {model: vertex_ai/gemini-2.5-flash}}\n");
+    assert!(
+        e.starts_with("model_list[0].litellm_params.vertex_project: is required"),
+        "{e}"
+    );
+    let e = err(
+        "model_list:\n  - {model_name: v, litellm_params: {model: vertex_ai/gemini-2.5-flash, vertex_project: p}}\n",
+    );
+    assert!(
+        e.starts_with("model_list[0].litellm_params.vertex_credentials: vertex_ai needs a service account"),
+        "{e}"
+    );
+    let e = err(
+        "model_list:\n  - {model_name: v, litellm_params: {model: vertex_ai/g, vertex_project: p, vertex_credentials: /nonexistent/sa.json}}\n",
+    );
+    assert!(
+        e.starts_with("model_list[0].litellm_params.vertex_credentials: cannot read"),
+        "{e}"
+    );
+    let e = err(
+        "model_list:\n  - {model_name: v, litellm_params: {model: vertex_ai/g, vertex_project: p, vertex_credentials: '{\"client_email\": \"x\"}'}}\n",
+    );
+    assert_eq!(
+        e,
+        "model_list[0].litellm_params.vertex_credentials: the service account has no private_key"
+    );
+    let c = Config::parse(
+        "model_list:\n  - {model_name: v, litellm_params: {model: vertex_ai/g, vertex_project: p, vertex_credentials: '{\"client_email\": \"x\", \"private_key\": \"PRIVATE-KEY-MATERIAL\"}'}}\n",
+        &env,
+    )
+    .unwrap();
+    assert!(
+        !format!("{c:?}").contains("PRIVATE-KEY-MATERIAL"),
+        "the service account never prints"
+    );
+    assert!(!c.describe().contains("PRIVATE-KEY-MATERIAL"));
+}

@@ -81,6 +81,15 @@ pub trait Wire: Send + Sync + 'static {
     }
     /// Classifies a non-2xx answer.
     fn parse_error(&self, status: u16, headers: &HeaderMap, body: &[u8]) -> ProviderError;
+    /// Adds credentials that need I/O to obtain (an OAuth access token). Default: none needed.
+    fn authorize<'a>(
+        &'a self,
+        call: &'a mut HttpCall,
+        http: &'a HttpClient,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        let _ = (call, http);
+        Box::pin(async { Ok(()) })
+    }
 }
 
 pub struct HttpProvider<W> {
@@ -93,7 +102,8 @@ impl<W: Wire> HttpProvider<W> {
         Self { wire, http }
     }
 
-    async fn send(&self, call: HttpCall) -> Result<reqwest::Response, ProviderError> {
+    async fn send(&self, mut call: HttpCall) -> Result<reqwest::Response, ProviderError> {
+        self.wire.authorize(&mut call, &self.http).await?;
         let req = self
             .http
             .request(call.method, &call.url)

@@ -88,5 +88,6 @@ pub fn build(dep: &DeploymentConfig, http: &HttpClient) -> Arc<dyn Provider> {
         WireFormat::Ollama => Arc::new(http::HttpProvider::new(ollama::Ollama::new(dep), http.clone())),
         WireFormat::Cohere => Arc::new(http::HttpProvider::new(cohere::Cohere::new(dep), http.clone())),
         WireFormat::Bedrock => Arc::new(http::HttpProvider::new(bedrock::Bedrock::new(dep), http.clone())),
+        WireFormat::Vertex => Arc::new(http::HttpProvider::new(gemini::Gemini::vertex(dep), http.clone())),
     }
 }

@@ -24,6 +24,7 @@ fn wire(model: &str) -> Box<dyn Wire> {
         crate::config::WireFormat::Ollama => Box::new(super::ollama::Ollama::new(d)),
         crate::config::WireFormat::Cohere => Box::new(super::cohere::Cohere::new(d)),
         crate::config::WireFormat::Bedrock => Box::new(super::bedrock::Bedrock::new(d)),
+        crate::config::WireFormat::Vertex => Box::new(super::gemini::Gemini::vertex(d)),
     }
 }
 

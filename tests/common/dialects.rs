@@ -694,3 +694,40 @@ impl Dialect for Bedrock {
         fault != Fault::ContentPolicy // guardrails end a response with stopReason, not an error
     }
 }
+
+/// Gemini on Vertex AI: Gemini's bodies, Vertex's paths, `:predict` embeddings.
+pub struct Vertex;
+
+impl Dialect for Vertex {
+    fn name(&self) -> &'static str {
+        "vertex_ai"
+    }
+    fn streaming(&self, uri: &Uri, body: &Value) -> bool {
+        Gemini.streaming(uri, body)
+    }
+    fn is_embed(&self, uri: &Uri) -> bool {
+        uri.path().ends_with(":predict")
+    }
+    fn forced_tool(&self, body: &Value) -> Option<String> {
+        Gemini.forced_tool(body)
+    }
+    fn json_mode(&self, body: &Value) -> bool {
+        Gemini.json_mode(body)
+    }
+    fn reply(&self, body: &Value, answer: &Answer) -> Value {
+        Gemini.reply(body, answer)
+    }
+    fn stream(&self, body: &Value, answer: &Answer) -> Vec<String> {
+        Gemini.stream(body, answer)
+    }
+    fn embed(&self, body: &Value) -> Value {
+        let n = body["instances"].as_array().map_or(0, Vec::len);
+        let predictions: Vec<Value> = (0..n)
+            .map(|i| json!({"embeddings": {"values": [i as f64, 0.5], "statistics": {"token_count": 2, "truncated": false}}}))
+            .collect();
+        json!({"predictions": predictions})
+    }
+    fn error(&self, fault: Fault) -> (u16, String) {
+        Gemini.error(fault)
+    }
+}

@@ -1,6 +1,7 @@
 //! Google Gemini (Generative Language API): `generateContent`, `streamGenerateContent?alt=sse`,
 //! `batchEmbedContents`. Pure translation; the I/O is `providers::http`.
 
+mod vertex;
 mod wire;
 
 use http::{HeaderMap, HeaderValue, Method, header};
@@ -16,10 +17,13 @@ use crate::{
 };
 
 pub struct Gemini {
+    name: &'static str,
     model: String,
     base: String,
     headers: HeaderMap,
     drop_params: bool,
+    /// Vertex AI: an OAuth token instead of an API key, and Vertex's embeddings API.
+    vertex: Option<std::sync::Arc<vertex::TokenSource>>,
 }
 
 impl Gemini {
@@ -44,10 +48,43 @@ impl Gemini {
             .unwrap_or(&dep.model)
             .to_string();
         Self {
+            name: "gemini",
             base: format!("{base}/v1beta/models/{model}"),
             model,
             headers,
             drop_params: dep.drop_params,
+            vertex: None,
+        }
+    }
+
+    /// Gemini on Vertex AI: `{host}/v1/projects/{p}/locations/{l}/publishers/google/models/{m}`.
+    pub fn vertex(dep: &DeploymentConfig) -> Self {
+        let v = &dep.vertex;
+        let host = match &dep.api_base {
+            Some(b) => b.trim_end_matches('/').to_string(),
+            None if v.location == "global" => "https://aiplatform.googleapis.com".to_string(),
+            None => format!("https://{}-aiplatform.googleapis.com", v.location),
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let source = match (&v.credentials, &dep.api_key) {
+            (Some(json), _) => {
+                let parsed: serde_json::Value = serde_json::from_str(json.expose()).unwrap_or_default();
+                vertex::TokenSource::ServiceAccount(vertex::ServiceAccount::from_json(&parsed))
+            }
+            (None, Some(token)) => vertex::TokenSource::Static(token.clone()),
+            (None, None) => vertex::TokenSource::Static(crate::domain::Secret::new("")),
+        };
+        Self {
+            name: "vertex_ai",
+            base: format!(
+                "{host}/v1/projects/{}/locations/{}/publishers/google/models/{}",
+                v.project, v.location, dep.model
+            ),
+            model: dep.model.clone(),
+            headers,
+            drop_params: dep.drop_params,
+            vertex: Some(std::sync::Arc::new(source)),
         }
     }
 
@@ -63,7 +100,7 @@ impl Gemini {
 
 impl Wire for Gemini {
     fn name(&self) -> &'static str {
-        "gemini"
+        self.name
     }
 
     fn model(&self) -> &str {
@@ -108,6 +145,9 @@ impl Wire for Gemini {
     }
 
     fn embed_call(&self, req: &EmbedRequest) -> Result<HttpCall, ProviderError> {
+        if self.vertex.is_some() {
+            return self.call(format!("{}:predict", self.base), &wire::vertex_embed_request(req));
+        }
         self.call(
             format!("{}:batchEmbedContents", self.base),
             &wire::embed_request(req, &self.model),
@@ -115,7 +155,24 @@ impl Wire for Gemini {
     }
 
     fn parse_embed(&self, req: &EmbedRequest, body: &[u8]) -> Result<EmbedResponse, ProviderError> {
+        if self.vertex.is_some() {
+            return wire::parse_vertex_embed(req, body, &self.model);
+        }
         wire::parse_embed(req, body, &self.model)
+    }
+
+    fn authorize<'a>(
+        &'a self,
+        call: &'a mut HttpCall,
+        http: &'a crate::providers::HttpClient,
+    ) -> futures_util::future::BoxFuture<'a, Result<(), ProviderError>> {
+        Box::pin(async move {
+            if let Some(source) = &self.vertex {
+                call.headers
+                    .insert(header::AUTHORIZATION, source.header(http).await?);
+            }
+            Ok(())
+        })
     }
 
     fn parse_error(&self, status: u16, headers: &HeaderMap, body: &[u8]) -> ProviderError {

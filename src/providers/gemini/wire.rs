@@ -391,6 +391,56 @@ pub fn parse_embed(req: &EmbedRequest, body: &[u8], model: &str) -> Result<Embed
     })
 }
 
+/// Vertex AI's text-embedding `:predict` body.
+pub fn vertex_embed_request(req: &EmbedRequest) -> Value {
+    let instances: Vec<Value> = req.input.iter().map(|t| json!({"content": t})).collect();
+    let mut body = json!({"instances": instances});
+    if let Some(d) = req.dimensions {
+        body["parameters"] = json!({"outputDimensionality": d});
+    }
+    body
+}
+
+pub fn parse_vertex_embed(
+    req: &EmbedRequest,
+    body: &[u8],
+    model: &str,
+) -> Result<EmbedResponse, ProviderError> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| {
+        ProviderError::new(
+            ErrorClass::MalformedResponse,
+            format!("embeddings are not valid JSON: {e}"),
+        )
+    })?;
+    if let Some(e) = v.get("error") {
+        return Err(classify(None, e));
+    }
+    let predictions = v["predictions"].as_array().cloned().unwrap_or_default();
+    let mut tokens = 0u64;
+    let mut data = Vec::with_capacity(predictions.len());
+    for p in &predictions {
+        let values: Vec<f32> = serde_json::from_value(p["embeddings"]["values"].clone()).map_err(|e| {
+            ProviderError::new(
+                ErrorClass::MalformedResponse,
+                format!("embedding without values: {e}"),
+            )
+        })?;
+        tokens += p["embeddings"]["statistics"]["token_count"].as_u64().unwrap_or(0);
+        data.push(values);
+    }
+    if data.len() != req.input.len() {
+        return Err(ProviderError::new(
+            ErrorClass::MalformedResponse,
+            format!("{} vectors for {} inputs", data.len(), req.input.len()),
+        ));
+    }
+    Ok(EmbedResponse {
+        model: model.to_string(),
+        data,
+        usage: Usage::new(u32::try_from(tokens).unwrap_or(u32::MAX), 0),
+    })
+}
+
 /// `"32s"` / `"1.5s"` (protobuf Duration JSON).
 fn duration(s: &str) -> Option<Duration> {
     Duration::try_from_secs_f64(s.strip_suffix('s')?.parse().ok()?).ok()
