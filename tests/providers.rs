@@ -742,3 +742,52 @@ async fn vertex_ai_with_a_static_access_token() {
     assert_eq!(r.choices[0].message.as_ref().unwrap().content, TEXT);
     vertex_check(Case::Simple, &fake.last());
 }
+
+#[tokio::test]
+async fn bedrock_embeddings_titan_and_cohere() {
+    let fake = FakeProvider::start(dialects::Bedrock).await;
+    let yaml = format!(
+        "model_list:\n  - model_name: titan\n    litellm_params: {{model: \"bedrock/amazon.titan-embed-text-v2:0\", api_base: \"{u}\", aws_access_key_id: AKID, aws_secret_access_key: secret, aws_region_name: eu-west-1}}\n  - model_name: cohere\n    litellm_params: {{model: bedrock/cohere.embed-english-v3, api_base: \"{u}\", aws_access_key_id: AKID, aws_secret_access_key: secret, aws_region_name: eu-west-1}}\n",
+        u = fake.url()
+    );
+    let gw = Gateway::start(&yaml).await;
+    let mut client = gw.embeddings().await;
+    let one = pb::EmbedRequest {
+        model: "titan".into(),
+        input: vec!["hello".into()],
+        dimensions: Some(256),
+        ..Default::default()
+    };
+    let r = client.embed(one).await.unwrap().into_inner();
+    assert_eq!(r.data[0].vector, [0.25, 0.5]);
+    assert_eq!(r.usage.unwrap().prompt_tokens, 2);
+    let sent = fake.last();
+    assert_eq!(sent.uri, "/model/amazon.titan-embed-text-v2%3A0/invoke");
+    assert_eq!(sent.body, json!({"inputText": "hello", "dimensions": 256}));
+    assert!(
+        sent.headers["authorization"]
+            .to_str()
+            .unwrap()
+            .contains("/eu-west-1/bedrock/aws4_request")
+    );
+
+    let two = pb::EmbedRequest {
+        model: "titan".into(),
+        input: vec!["a".into(), "b".into()],
+        ..Default::default()
+    };
+    let e = client.embed(two).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("one input per request"), "{}", e.message());
+
+    let batch = pb::EmbedRequest {
+        model: "cohere".into(),
+        input: vec!["a".into(), "b".into()],
+        ..Default::default()
+    };
+    let _ = client.embed(batch).await; // the fake answers Titan-shaped; what matters is the request
+    assert_eq!(
+        fake.last().body,
+        json!({"texts": ["a", "b"], "input_type": "search_document"})
+    );
+}
