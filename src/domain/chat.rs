@@ -85,6 +85,21 @@ pub struct Message {
 }
 
 impl ChatRequest {
+    /// A request with these messages and every optional parameter unset.
+    pub fn new(model: ModelGroup, messages: Vec<Message>) -> Self {
+        Self {
+            model,
+            messages,
+            params: SamplingParams::default(),
+            tools: Vec::new(),
+            tool_choice: None,
+            response_format: None,
+            user: None,
+            metadata: BTreeMap::new(),
+            routing: RoutingOptions::default(),
+        }
+    }
+
     /// A rough prompt size in tokens (about four characters per token), for usage caps and
     /// context-window checks before the provider reports real numbers.
     pub fn estimated_prompt_tokens(&self) -> u64 {

@@ -336,19 +336,7 @@ fn classify(kind: &str, status: Option<u16>, message: &str) -> ProviderError {
         "internalserver" | "modelerror" | "modelstreamerror" => ErrorClass::ServerError,
         _ => status.map_or(ErrorClass::ServerError, client::class_for_status),
     };
-    let message = if class == ErrorClass::Authentication {
-        "upstream rejected the credentials".to_string()
-    } else {
-        let mut m = format!("{kind} {message}");
-        client::truncate(&mut m, 300);
-        m
-    };
-    ProviderError {
-        class,
-        status,
-        message,
-        retry_after: None,
-    }
+    crate::providers::common::provider_error(class, status, format!("{kind} {message}"))
 }
 
 impl Wire for Bedrock {

@@ -28,20 +28,8 @@ pub struct Cohere {
 
 impl Cohere {
     pub fn new(dep: &DeploymentConfig) -> Self {
-        let base = dep
-            .api_base
-            .as_deref()
-            .or(dep.provider.default_api_base)
-            .unwrap_or_default()
-            .trim_end_matches('/');
-        let mut headers = HeaderMap::new();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if let Some(key) = &dep.api_key
-            && let Ok(mut v) = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
-        {
-            v.set_sensitive(true);
-            headers.insert(header::AUTHORIZATION, v);
-        }
+        let base = crate::providers::common::base_url(dep);
+        let headers = crate::providers::common::bearer_headers(dep);
         Self {
             model: dep.model.clone(),
             base: base.to_string(),
@@ -203,19 +191,7 @@ fn classify(status: Option<u16>, message: &str) -> ProviderError {
     } else {
         status.map_or(ErrorClass::ServerError, client::class_for_status)
     };
-    let message = if class == ErrorClass::Authentication {
-        "upstream rejected the credentials".to_string()
-    } else {
-        let mut m = message.to_string();
-        client::truncate(&mut m, 300);
-        m
-    };
-    ProviderError {
-        class,
-        status,
-        message,
-        retry_after: None,
-    }
+    crate::providers::common::provider_error(class, status, message.to_string())
 }
 
 impl Wire for Cohere {

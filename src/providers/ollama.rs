@@ -1,7 +1,7 @@
 //! Ollama's native API: `POST /api/chat` (NDJSON streaming, `options.num_predict` ...) and
 //! `POST /api/embed`. Pure translation; the I/O is `providers::http`.
 
-use http::{HeaderMap, HeaderValue, Method, header};
+use http::{HeaderMap, Method};
 use serde_json::{Map, Value, json};
 
 use super::{
@@ -28,21 +28,8 @@ pub struct Ollama {
 
 impl Ollama {
     pub fn new(dep: &DeploymentConfig) -> Self {
-        let base = dep
-            .api_base
-            .as_deref()
-            .or(dep.provider.default_api_base)
-            .unwrap_or_default()
-            .trim_end_matches('/');
-        let mut headers = HeaderMap::new();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        // Ollama itself needs no key; a proxy in front of it may.
-        if let Some(key) = &dep.api_key
-            && let Ok(mut v) = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
-        {
-            v.set_sensitive(true);
-            headers.insert(header::AUTHORIZATION, v);
-        }
+        let base = crate::providers::common::base_url(dep);
+        let headers = crate::providers::common::bearer_headers(dep);
         Self {
             model: dep.model.clone(),
             base: base.to_string(),
@@ -235,14 +222,7 @@ fn classify(status: Option<u16>, message: &str) -> ProviderError {
     } else {
         status.map_or(ErrorClass::ServerError, client::class_for_status)
     };
-    let mut m = message.to_string();
-    client::truncate(&mut m, 300);
-    ProviderError {
-        class,
-        status,
-        message: m,
-        retry_after: None,
-    }
+    crate::providers::common::provider_error(class, status, message.to_string())
 }
 
 impl Wire for Ollama {

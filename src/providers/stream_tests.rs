@@ -29,17 +29,7 @@ fn wire(model: &str) -> Box<dyn Wire> {
 }
 
 fn req() -> ChatRequest {
-    ChatRequest {
-        model: ModelGroup::new("g"),
-        messages: vec![Message::text(Role::User, "hi")],
-        params: Default::default(),
-        tools: vec![],
-        tool_choice: None,
-        response_format: None,
-        user: None,
-        metadata: Default::default(),
-        routing: Default::default(),
-    }
+    ChatRequest::new(ModelGroup::new("g"), vec![Message::text(Role::User, "hi")])
 }
 
 const OPENAI: &str = concat!(

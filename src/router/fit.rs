@@ -158,17 +158,7 @@ mod tests {
     use crate::domain::{Message, ModelGroup, Role};
 
     fn req(text: &str) -> ChatRequest {
-        ChatRequest {
-            model: ModelGroup::new("g"),
-            messages: vec![Message::text(Role::User, text)],
-            params: Default::default(),
-            tools: vec![],
-            tool_choice: None,
-            response_format: None,
-            user: None,
-            metadata: Default::default(),
-            routing: Default::default(),
-        }
+        ChatRequest::new(ModelGroup::new("g"), vec![Message::text(Role::User, text)])
     }
 
     #[test]

@@ -32,21 +32,16 @@ pub struct Anthropic {
 
 impl Anthropic {
     pub fn new(dep: &DeploymentConfig) -> Self {
-        let base = dep
-            .api_base
-            .as_deref()
-            .or(dep.provider.default_api_base)
-            .unwrap_or_default()
-            .trim_end_matches('/');
-        let base = base.strip_suffix("/v1").unwrap_or(base);
-        let mut headers = HeaderMap::new();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let base = crate::providers::common::base_url(dep);
+        let base = base.strip_suffix("/v1").unwrap_or(&base);
+        let mut headers = crate::providers::common::json_headers();
         headers.insert("anthropic-version", HeaderValue::from_static(API_VERSION));
-        if let Some(key) = &dep.api_key
-            && let Ok(mut v) = HeaderValue::from_str(key.expose())
-        {
-            v.set_sensitive(true);
-            headers.insert("x-api-key", v);
+        if let Some(key) = &dep.api_key {
+            crate::providers::common::insert_secret(
+                &mut headers,
+                http::HeaderName::from_static("x-api-key"),
+                key.expose(),
+            );
         }
         Self {
             model: dep.model.clone(),

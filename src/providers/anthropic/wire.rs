@@ -308,19 +308,7 @@ pub fn classify(status: Option<u16>, e: WireError) -> ProviderError {
             _ => status.map_or(ErrorClass::ServerError, client::class_for_status),
         }
     };
-    let message = if class == ErrorClass::Authentication {
-        "upstream rejected the credentials".to_string()
-    } else {
-        let mut m = format!("{} {}", e.kind, e.message);
-        client::truncate(&mut m, 300);
-        m
-    };
-    ProviderError {
-        class,
-        status,
-        message,
-        retry_after: None,
-    }
+    crate::providers::common::provider_error(class, status, format!("{} {}", e.kind, e.message))
 }
 
 pub fn parse_error(status: Option<u16>, headers: &http::HeaderMap, body: &[u8]) -> ProviderError {

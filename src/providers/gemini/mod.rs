@@ -4,7 +4,7 @@
 mod vertex;
 mod wire;
 
-use http::{HeaderMap, HeaderValue, Method, header};
+use http::{HeaderMap, Method, header};
 
 use super::{
     ProviderError,
@@ -28,19 +28,14 @@ pub struct Gemini {
 
 impl Gemini {
     pub fn new(dep: &DeploymentConfig) -> Self {
-        let base = dep
-            .api_base
-            .as_deref()
-            .or(dep.provider.default_api_base)
-            .unwrap_or_default()
-            .trim_end_matches('/');
-        let mut headers = HeaderMap::new();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if let Some(key) = &dep.api_key
-            && let Ok(mut v) = HeaderValue::from_str(key.expose())
-        {
-            v.set_sensitive(true);
-            headers.insert("x-goog-api-key", v);
+        let base = crate::providers::common::base_url(dep);
+        let mut headers = crate::providers::common::json_headers();
+        if let Some(key) = &dep.api_key {
+            crate::providers::common::insert_secret(
+                &mut headers,
+                http::HeaderName::from_static("x-goog-api-key"),
+                key.expose(),
+            );
         }
         let model = dep
             .model
@@ -65,8 +60,7 @@ impl Gemini {
             None if v.location == "global" => "https://aiplatform.googleapis.com".to_string(),
             None => format!("https://{}-aiplatform.googleapis.com", v.location),
         };
-        let mut headers = HeaderMap::new();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let headers = crate::providers::common::json_headers();
         let source = match (&v.credentials, &dep.api_key) {
             (Some(json), _) => {
                 let parsed: serde_json::Value = serde_json::from_str(json.expose()).unwrap_or_default();

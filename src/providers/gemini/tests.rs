@@ -6,17 +6,7 @@ use super::wire;
 use crate::domain::*;
 
 fn req(messages: Vec<Message>) -> ChatRequest {
-    ChatRequest {
-        model: ModelGroup::new("g"),
-        messages,
-        params: Default::default(),
-        tools: vec![],
-        tool_choice: None,
-        response_format: None,
-        user: None,
-        metadata: Default::default(),
-        routing: Default::default(),
-    }
+    ChatRequest::new(ModelGroup::new("g"), messages)
 }
 
 #[test]

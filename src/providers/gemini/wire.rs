@@ -484,18 +484,13 @@ pub fn classify(status: Option<u16>, e: &Value) -> ProviderError {
             .and_then(|d| d["retryDelay"].as_str())
             .and_then(duration)
     });
-    let message = if class == ErrorClass::Authentication {
-        "upstream rejected the credentials".to_string()
-    } else {
-        let mut m = format!("{} {message}", e["status"].as_str().unwrap_or_default());
-        client::truncate(&mut m, 300);
-        m
-    };
     ProviderError {
-        class,
-        status,
-        message,
         retry_after,
+        ..crate::providers::common::provider_error(
+            class,
+            status,
+            format!("{} {message}", e["status"].as_str().unwrap_or_default()),
+        )
     }
 }
 

@@ -25,20 +25,8 @@ pub struct OpenAi {
 
 impl OpenAi {
     pub fn new(dep: &DeploymentConfig) -> Self {
-        let base = dep
-            .api_base
-            .as_deref()
-            .or(dep.provider.default_api_base)
-            .unwrap_or_default()
-            .trim_end_matches('/');
-        let mut headers = HeaderMap::new();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if let Some(key) = &dep.api_key
-            && let Ok(mut v) = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
-        {
-            v.set_sensitive(true);
-            headers.insert(header::AUTHORIZATION, v);
-        }
+        let base = crate::providers::common::base_url(dep);
+        let headers = crate::providers::common::bearer_headers(dep);
         Self {
             name: dep.provider.name,
             model: dep.model.clone(),
@@ -51,13 +39,13 @@ impl OpenAi {
     /// Azure OpenAI: the deployment is in the URL, the key in `api-key`, the version in the query.
     pub fn azure(dep: &DeploymentConfig, api_version: &str) -> Self {
         let base = dep.api_base.as_deref().unwrap_or_default().trim_end_matches('/');
-        let mut headers = HeaderMap::new();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if let Some(key) = &dep.api_key
-            && let Ok(mut v) = HeaderValue::from_str(key.expose())
-        {
-            v.set_sensitive(true);
-            headers.insert("api-key", v);
+        let mut headers = crate::providers::common::json_headers();
+        if let Some(key) = &dep.api_key {
+            crate::providers::common::insert_secret(
+                &mut headers,
+                http::HeaderName::from_static("api-key"),
+                key.expose(),
+            );
         }
         let root = format!("{base}/openai/deployments/{}", dep.model);
         Self {
