@@ -63,6 +63,17 @@ pub async fn run_with(
         tracing::warn!("{w}");
     }
     let http = HttpClient::new()?;
+    // Histograms are drained by upkeep (the exporter's own task is not compiled in).
+    if let Some(handle) = crate::telemetry::metrics() {
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                handle.run_upkeep();
+            }
+        });
+    }
     let table = RoutingTable::build(&config, &http);
     let router = Arc::new(Router::new(table, Arc::new(LocalState::default())));
     let gateway = Arc::new(Gateway {

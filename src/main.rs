@@ -32,6 +32,9 @@ enum Command {
         http_listen: Option<SocketAddr>,
         #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_enum, default_value = "json")]
         log_format: LogFormat,
+        /// This replica's id in traces, metrics and the cluster view (default: hostname-pid).
+        #[arg(long, env = "SWITCHBOARD_REPLICA_ID")]
+        replica_id: Option<String>,
     },
     /// Validate a config file and print the resolved model groups (never the secrets).
     CheckConfig { file: PathBuf },
@@ -81,8 +84,10 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             listen,
             http_listen,
             log_format,
+            replica_id,
         } => {
-            telemetry::init(log_format);
+            let replica_id = replica_id.unwrap_or_else(default_replica_id);
+            let telemetry = telemetry::init(log_format, &telemetry::TraceSettings::from_env(&replica_id))?;
             let config = Config::load(&config)?;
             let bind = |addr: SocketAddr| async move {
                 tokio::net::TcpListener::bind(addr)
@@ -96,7 +101,9 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                     None => None,
                 },
             };
-            switchboard::app::run_with(listeners, config, shutdown_signal()).await
+            let result = switchboard::app::run_with(listeners, config, shutdown_signal()).await;
+            telemetry.shutdown().await;
+            result
         }
         Command::CheckConfig { file } => {
             let config = Config::load(&file)?;
@@ -122,6 +129,16 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             prompt,
         } => chat(url, key, model, system, prompt, !no_stream).await,
     }
+}
+
+fn default_replica_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "switchboard".into());
+    format!("{host}-{}", std::process::id())
 }
 
 async fn shutdown_signal() {

@@ -7,8 +7,11 @@ use std::{fs, path::Path};
 const ALLOWED: &[(&str, &[&str])] = &[
     ("domain", &["domain"]),
     ("config", &["domain", "config"]),
-    ("providers", &["domain", "config", "providers"]),
-    ("router", &["domain", "config", "providers", "router"]),
+    ("providers", &["domain", "config", "providers", "telemetry"]),
+    (
+        "router",
+        &["domain", "config", "providers", "router", "telemetry"],
+    ),
     ("auth", &["domain", "config", "auth"]),
     ("telemetry", &["domain", "telemetry"]),
     (

@@ -244,6 +244,11 @@ impl ApiError {
         }
     }
 
+    /// The stable reason (`google.rpc.ErrorInfo.reason`), also the `error.type` of spans.
+    pub fn reason(&self) -> &'static str {
+        self.mapped().reason
+    }
+
     pub fn to_status(&self) -> Status {
         let m = self.mapped();
         let mut details = ErrorDetails::new();

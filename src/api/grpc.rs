@@ -6,7 +6,13 @@ use futures_util::{Stream, StreamExt};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 
-use super::{convert, error::ApiError};
+use tracing::Instrument as _;
+
+use super::{
+    convert,
+    error::ApiError,
+    observe::{self, Scope},
+};
 use crate::{
     auth::{Authenticator, Principal},
     domain::Cost,
@@ -28,11 +34,10 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    fn context(&self, md: &MetadataMap) -> Result<CallContext, Status> {
+    fn context(&self, md: &MetadataMap) -> Result<CallContext, ApiError> {
         let principal = self
             .auth
-            .authenticate(md.get("authorization").map(|v| v.as_bytes()))
-            .map_err(ApiError::from)?;
+            .authenticate(md.get("authorization").map(|v| v.as_bytes()))?;
         Ok(CallContext {
             principal,
             deadline: grpc_timeout(md).map(|t| Instant::now() + t - reply_margin(t)),
@@ -86,24 +91,47 @@ pub struct ChatApi(pub Arc<Gateway>);
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ChatChunk, Status>> + Send>>;
 
+const CHAT_SERVICE: &str = "switchboard.v1.ChatService";
+const EMBEDDINGS_SERVICE: &str = "switchboard.v1.EmbeddingsService";
+
+/// Runs a call's work inside its server span and books the outcome (span, metrics, metadata).
+async fn served<T>(
+    scope: Scope,
+    group: String,
+    work: impl std::future::Future<Output = Result<(Response<T>, RouteInfo), ApiError>>,
+) -> Result<Response<T>, Status> {
+    match work.instrument(scope.span.clone()).await {
+        Ok((mut resp, route)) => {
+            scope.ok(&route);
+            route_metadata(resp.metadata_mut(), &route);
+            if let Ok(v) = scope.request_id.parse() {
+                resp.metadata_mut().insert("x-request-id", v);
+            }
+            Ok(resp)
+        }
+        Err(e) => {
+            scope.failed(&group, &e);
+            Err(e.to_status())
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl pb::chat_service_server::ChatService for ChatApi {
     async fn complete(
         &self,
         request: Request<pb::ChatRequest>,
     ) -> Result<Response<pb::ChatResponse>, Status> {
-        let ctx = self.0.context(request.metadata())?;
-        let req = convert::chat_request(request.into_inner())?;
-        let routed = self
-            .0
-            .router
-            .chat(&req, ctx.deadline)
-            .await
-            .map_err(ApiError::from)?;
-        let route = routed.route.clone();
-        let mut resp = Response::new(convert::chat_response(routed, Cost::ZERO));
-        route_metadata(resp.metadata_mut(), &route);
-        Ok(resp)
+        let scope = Scope::grpc(CHAT_SERVICE, "Complete", request.metadata().as_ref());
+        let group = request.get_ref().model.clone();
+        served(scope, group, async {
+            let ctx = self.0.context(request.metadata())?;
+            let req = convert::chat_request(request.into_inner())?;
+            let routed = self.0.router.chat(&req, ctx.deadline).await?;
+            let route = routed.route.clone();
+            Ok((Response::new(convert::chat_response(routed, Cost::ZERO)), route))
+        })
+        .await
     }
 
     type StreamCompleteStream = ChunkStream;
@@ -112,18 +140,18 @@ impl pb::chat_service_server::ChatService for ChatApi {
         &self,
         request: Request<pb::ChatRequest>,
     ) -> Result<Response<Self::StreamCompleteStream>, Status> {
-        let ctx = self.0.context(request.metadata())?;
-        let req = convert::chat_request(request.into_inner())?;
-        let stream = self
-            .0
-            .router
-            .chat_stream(&req, ctx.deadline)
-            .await
-            .map_err(ApiError::from)?;
-        let route = stream.route().clone();
-        let mut resp = Response::new(chunks_with_route(stream));
-        route_metadata(resp.metadata_mut(), &route);
-        Ok(resp)
+        let scope = Scope::grpc(CHAT_SERVICE, "StreamComplete", request.metadata().as_ref());
+        let group = request.get_ref().model.clone();
+        let ttft = scope.clock();
+        served(scope, group, async {
+            let ctx = self.0.context(request.metadata())?;
+            let req = convert::chat_request(request.into_inner())?;
+            let stream = self.0.router.chat_stream(&req, ctx.deadline).await?;
+            let route = stream.route().clone();
+            observe::first_chunk("grpc", &route, ttft.elapsed());
+            Ok((Response::new(chunks_with_route(stream)), route))
+        })
+        .await
     }
 }
 
@@ -194,18 +222,16 @@ pub struct EmbeddingsApi(pub Arc<Gateway>);
 #[tonic::async_trait]
 impl pb::embeddings_service_server::EmbeddingsService for EmbeddingsApi {
     async fn embed(&self, request: Request<pb::EmbedRequest>) -> Result<Response<pb::EmbedResponse>, Status> {
-        let ctx = self.0.context(request.metadata())?;
-        let req = convert::embed_request(request.into_inner())?;
-        let routed = self
-            .0
-            .router
-            .embed(&req, ctx.deadline)
-            .await
-            .map_err(ApiError::from)?;
-        let route = routed.route.clone();
-        let mut resp = Response::new(convert::embed_response(routed, Cost::ZERO));
-        route_metadata(resp.metadata_mut(), &route);
-        Ok(resp)
+        let scope = Scope::grpc(EMBEDDINGS_SERVICE, "Embed", request.metadata().as_ref());
+        let group = request.get_ref().model.clone();
+        served(scope, group, async {
+            let ctx = self.0.context(request.metadata())?;
+            let req = convert::embed_request(request.into_inner())?;
+            let routed = self.0.router.embed(&req, ctx.deadline).await?;
+            let route = routed.route.clone();
+            Ok((Response::new(convert::embed_response(routed, Cost::ZERO)), route))
+        })
+        .await
     }
 }
 

@@ -5,6 +5,7 @@ mod convert;
 pub mod error;
 mod grpc;
 pub mod http;
+mod observe;
 mod validate;
 
 pub use grpc::{ChatApi, EmbeddingsApi, Gateway};

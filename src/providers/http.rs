@@ -104,6 +104,7 @@ impl<W: Wire> HttpProvider<W> {
 
     async fn send(&self, mut call: HttpCall) -> Result<reqwest::Response, ProviderError> {
         self.wire.authorize(&mut call, &self.http).await?;
+        crate::telemetry::propagation::inject_current(&mut call.headers);
         let req = self
             .http
             .request(call.method, &call.url)

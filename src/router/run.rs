@@ -9,6 +9,7 @@ use tokio::{
     sync::{Notify, OwnedSemaphorePermit},
     time::Instant,
 };
+use tracing::{Instrument as _, field::Empty};
 
 use super::{
     AttemptRecord, Deployment, Group, RoutingTable,
@@ -398,7 +399,14 @@ impl GroupRun<'_> {
         let d1 = self.group.deployments[index].clone();
         let lease1 = self.lease(&d1, permit);
         let started1 = Instant::now();
-        let mut first = pin!(attempt(&d1, call, self.budget(&d1, stream, attempts_left)));
+        let number = self.attempts.len() + 1;
+        let mut first = pin!(attempt(
+            &d1,
+            call,
+            self.budget(&d1, stream, attempts_left),
+            number,
+            false
+        ));
         let delay = match self.group.hedge {
             Some(_) if attempts_left < 2 => None,
             Some(Hedge::After(d)) => Some(d),
@@ -428,7 +436,13 @@ impl GroupRun<'_> {
         let d2 = self.group.deployments[j].clone();
         let lease2 = self.lease(&d2, permit2);
         let started2 = Instant::now();
-        let mut second = pin!(attempt(&d2, call, self.budget(&d2, stream, attempts_left - 1)));
+        let mut second = pin!(attempt(
+            &d2,
+            call,
+            self.budget(&d2, stream, attempts_left - 1),
+            number + 1,
+            true
+        ));
         tracing::debug!(first = %d1.id, hedge = %d2.id, "hedging");
         tokio::select! {
             r = &mut first => match self.settle(&d1, lease1, probe, r, started1, false) {
@@ -523,6 +537,7 @@ impl GroupRun<'_> {
                 if cool {
                     let for_ = cooldown_for(e.class, d.cooldown_time, e.retry_after);
                     self.state.cool_down(&d.id, for_);
+                    metrics::counter!("switchboard_deployment_cooldowns_total", "deployment" => d.id.to_string()).increment(1);
                     tracing::warn!(deployment = %d.id, error = %e, cooldown_ms = for_.as_millis() as u64, "deployment cooling down");
                 } else {
                     tracing::warn!(deployment = %d.id, error = %e, "upstream attempt failed");
@@ -547,7 +562,53 @@ fn no_deployment() -> ProviderError {
     ProviderError::new(ErrorClass::ServerError, "no deployment could take the request")
 }
 
-async fn attempt(dep: &Deployment, call: &Call<'_>, budget: Duration) -> Result<Answer, ProviderError> {
+/// One upstream attempt, in a CLIENT span with the OpenTelemetry GenAI attributes, counted in metrics.
+async fn attempt(
+    dep: &Deployment,
+    call: &Call<'_>,
+    budget: Duration,
+    number: usize,
+    hedged: bool,
+) -> Result<Answer, ProviderError> {
+    let (operation, params) = match call {
+        Call::Chat(r) | Call::Stream(r) => ("chat", Some(&r.params)),
+        Call::Embed(_) => ("embeddings", None),
+    };
+    let model = dep.provider.upstream_model();
+    let span = tracing::info_span!(
+        "gen_ai",
+        otel.name = %format_args!("{operation} {model}"),
+        otel.kind = "client",
+        otel.status_code = Empty,
+        gen_ai.operation.name = operation,
+        gen_ai.provider.name = dep.provider.name(),
+        gen_ai.request.model = model,
+        gen_ai.request.max_tokens = Empty,
+        gen_ai.request.temperature = Empty,
+        gen_ai.request.top_p = Empty,
+        gen_ai.response.model = Empty,
+        gen_ai.response.id = Empty,
+        gen_ai.response.finish_reasons = Empty,
+        gen_ai.usage.input_tokens = Empty,
+        gen_ai.usage.output_tokens = Empty,
+        gen_ai.usage.cache_read.input_tokens = Empty,
+        server.address = dep.server_address.as_deref().unwrap_or_default(),
+        error.type = Empty,
+        switchboard.deployment.id = dep.id.as_str(),
+        switchboard.attempt = number as u64,
+        switchboard.hedged = hedged,
+    );
+    if let Some(p) = params {
+        if let Some(v) = p.max_tokens {
+            span.record("gen_ai.request.max_tokens", u64::from(v));
+        }
+        if let Some(v) = p.temperature {
+            span.record("gen_ai.request.temperature", v);
+        }
+        if let Some(v) = p.top_p {
+            span.record("gen_ai.request.top_p", v);
+        }
+    }
     let work = async {
         match call {
             Call::Chat(r) => dep.provider.chat(r).await.map(Answer::Chat),
@@ -565,11 +626,72 @@ async fn attempt(dep: &Deployment, call: &Call<'_>, budget: Duration) -> Result<
             }
         }
     };
-    match tokio::time::timeout(budget, work).await {
+    let started = Instant::now();
+    let result = match tokio::time::timeout(budget, work).instrument(span.clone()).await {
         Ok(r) => r,
         Err(_) => Err(ProviderError::new(
             ErrorClass::Timeout,
             format!("no answer within {} ms", budget.as_millis()),
         )),
+    };
+    observe_attempt(&span, dep, operation, &result, started.elapsed());
+    result
+}
+
+/// Attempt outcome onto its span and into metrics (low-cardinality labels only).
+fn observe_attempt(
+    span: &tracing::Span,
+    dep: &Deployment,
+    operation: &'static str,
+    result: &Result<Answer, ProviderError>,
+    took: Duration,
+) {
+    let provider = dep.provider.name();
+    let model = dep.provider.upstream_model().to_string();
+    let usage = match result {
+        Ok(Answer::Chat(r)) => {
+            span.record("gen_ai.response.model", r.model.as_str());
+            span.record("gen_ai.response.id", r.id.as_str());
+            let reasons: Vec<&str> = r
+                .choices
+                .iter()
+                .filter_map(|c| c.finish_reason.map(|f| f.as_str()))
+                .collect();
+            span.record("gen_ai.response.finish_reasons", reasons.join(",").as_str());
+            Some(r.usage)
+        }
+        Ok(Answer::Embed(r)) => {
+            span.record("gen_ai.response.model", r.model.as_str());
+            Some(r.usage)
+        }
+        Ok(Answer::Stream(first, _)) => {
+            span.record("gen_ai.response.model", first.model.as_str());
+            span.record("gen_ai.response.id", first.id.as_str());
+            None // usage arrives at the end of the stream
+        }
+        Err(e) => {
+            span.record("error.type", e.class.as_str());
+            span.record("otel.status_code", "ERROR");
+            None
+        }
+    };
+    if let Some(u) = usage {
+        span.record("gen_ai.usage.input_tokens", u64::from(u.prompt_tokens));
+        span.record("gen_ai.usage.output_tokens", u64::from(u.completion_tokens));
+        span.record(
+            "gen_ai.usage.cache_read.input_tokens",
+            u64::from(u.cached_prompt_tokens),
+        );
+        for (kind, n) in [("input", u.prompt_tokens), ("output", u.completion_tokens)] {
+            metrics::histogram!("gen_ai_client_token_usage", "gen_ai_token_type" => kind, "gen_ai_operation_name" => operation,
+                "gen_ai_provider_name" => provider, "gen_ai_request_model" => model.clone())
+            .record(f64::from(n));
+        }
     }
+    let outcome = result.as_ref().err().map_or("ok", |e| e.class.as_str());
+    metrics::counter!("switchboard_upstream_attempts_total", "deployment" => dep.id.to_string(), "provider" => provider, "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!("gen_ai_client_operation_duration_seconds", "gen_ai_operation_name" => operation,
+        "gen_ai_provider_name" => provider, "gen_ai_request_model" => model, "error_type" => if outcome == "ok" { "" } else { outcome })
+    .record(took.as_secs_f64());
 }

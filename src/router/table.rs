@@ -40,6 +40,8 @@ pub struct Deployment {
     pub max_input_tokens: Option<u32>,
     /// How prompt tokens are counted for the context-window check.
     pub counter: super::fit::Counter,
+    /// Upstream host, for `server.address` on attempt spans.
+    pub server_address: Option<String>,
 }
 
 pub struct Group {
@@ -134,6 +136,12 @@ fn deployment(d: &DeploymentConfig, pick_weight: f64, s: &RouterSettings, http: 
         price,
         max_input_tokens: d.max_input_tokens,
         counter: super::fit::Counter::for_model(&d.model),
+        server_address: d
+            .api_base
+            .as_deref()
+            .or(d.provider.default_api_base)
+            .and_then(|b| b.parse::<http::Uri>().ok())
+            .and_then(|u| u.host().map(str::to_string)),
     }
 }
 

@@ -1,5 +1,15 @@
-//! Logging setup. Structured JSON by default (for log pipelines), text for humans on request.
+//! Logs, traces and metrics. Logs: structured JSON by default, text for humans. Traces: OTLP/gRPC
+//! when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) is set, batched so requests never
+//! wait on the collector, W3C trace context in and out. Metrics: a Prometheus scrape endpoint.
 
+pub mod propagation;
+
+use std::{sync::OnceLock, time::Duration};
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -8,14 +18,169 @@ pub enum LogFormat {
     Text,
 }
 
-/// Installs the global subscriber. `RUST_LOG` overrides the default `info` level.
-pub fn init(format: LogFormat) {
+/// Where traces go; from the standard `OTEL_*` environment variables unless set explicitly.
+#[derive(Debug, Clone, Default)]
+pub struct TraceSettings {
+    /// OTLP/gRPC endpoint, e.g. `http://collector:4317`. `None`: no trace export.
+    pub endpoint: Option<String>,
+    pub service_name: String,
+    /// Identifies this replica in the resource (`service.instance.id`).
+    pub replica_id: String,
+}
+
+impl TraceSettings {
+    pub fn from_env(replica_id: &str) -> Self {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        let disabled = var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+            || var("OTEL_TRACES_EXPORTER").is_some_and(|v| v == "none");
+        Self {
+            endpoint: if disabled {
+                None
+            } else {
+                var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| var("OTEL_EXPORTER_OTLP_ENDPOINT"))
+            },
+            service_name: var("OTEL_SERVICE_NAME").unwrap_or_else(|| "switchboard".into()),
+            replica_id: replica_id.to_string(),
+        }
+    }
+}
+
+/// Keeps the trace pipeline alive; [`Telemetry::shutdown`] flushes it.
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Exports what is buffered now (tests, and before a planned stop).
+    pub fn flush(&self) {
+        if let Some(p) = &self.provider {
+            let _ = p.force_flush();
+        }
+    }
+
+    /// Flushes and stops the exporter, bounded in time, off the async threads.
+    pub async fn shutdown(self) {
+        if let Some(p) = self.provider {
+            let _ =
+                tokio::task::spawn_blocking(move || p.shutdown_with_timeout(Duration::from_secs(3))).await;
+        }
+    }
+}
+
+/// Installs the global subscriber (logs, and traces when an endpoint is set) and the W3C propagator.
+/// Must run inside a tokio runtime when traces are exported.
+pub fn init(format: LogFormat, traces: &TraceSettings) -> anyhow::Result<Telemetry> {
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(filter);
+    let provider = match &traces.endpoint {
+        None => None,
+        Some(endpoint) => {
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint.clone())
+                .with_timeout(Duration::from_secs(5))
+                .build()?;
+            let resource = opentelemetry_sdk::Resource::builder()
+                .with_service_name(traces.service_name.clone())
+                .with_attributes([
+                    opentelemetry::KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+                    opentelemetry::KeyValue::new("service.instance.id", traces.replica_id.clone()),
+                ])
+                .build();
+            Some(
+                SdkTracerProvider::builder()
+                    .with_batch_exporter(exporter)
+                    .with_resource(resource)
+                    .build(),
+            )
+        }
+    };
+    let otel = provider
+        .as_ref()
+        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("switchboard")));
+    let registry = tracing_subscriber::registry().with(filter).with(otel);
     let _ = match format {
         LogFormat::Json => registry
-            .with(fmt::layer().json().with_current_span(false))
+            .with(fmt::layer().json().with_current_span(true).with_span_list(false))
             .try_init(),
         LogFormat::Text => registry.with(fmt::layer().compact()).try_init(),
     };
+    Ok(Telemetry { provider })
+}
+
+/// Latency buckets (seconds) shared by every duration histogram: 100 us to 5 min.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    30.0, 60.0, 120.0, 300.0,
+];
+/// Token-count buckets for `gen_ai_client_token_usage` (the GenAI semconv's advice).
+const TOKEN_BUCKETS: &[f64] = &[
+    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0,
+];
+
+/// The process-wide Prometheus recorder, installed on first use (one per process, however many
+/// gateways a test starts). `None` if another recorder was installed first.
+pub fn metrics() -> Option<&'static PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("seconds".into()), LATENCY_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full("gen_ai_client_token_usage".into()), TOKEN_BUCKETS)
+                })
+                .ok()?;
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok()?;
+            describe();
+            Some(handle)
+        })
+        .as_ref()
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "switchboard_requests_total",
+        "Requests served, by surface, model group and status"
+    );
+    describe_histogram!(
+        "switchboard_request_duration_seconds",
+        Unit::Seconds,
+        "Total time to answer a request"
+    );
+    describe_histogram!(
+        "switchboard_overhead_seconds",
+        Unit::Seconds,
+        "Time spent in the gateway itself: total time minus the upstream attempt that answered"
+    );
+    describe_histogram!(
+        "switchboard_time_to_first_chunk_seconds",
+        Unit::Seconds,
+        "Time to the first streamed chunk"
+    );
+    describe_counter!(
+        "switchboard_upstream_attempts_total",
+        "Upstream attempts, by deployment and outcome"
+    );
+    describe_counter!(
+        "switchboard_deployment_cooldowns_total",
+        "Deployments put into cooldown"
+    );
+    describe_gauge!(
+        "switchboard_deployment_in_flight",
+        "Requests in flight per deployment on this replica"
+    );
+    describe_histogram!(
+        "gen_ai_client_operation_duration_seconds",
+        Unit::Seconds,
+        "GenAI operation duration (per attempt)"
+    );
+    describe_histogram!(
+        "gen_ai_client_token_usage",
+        "Tokens used per operation, by token type"
+    );
 }

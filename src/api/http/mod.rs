@@ -25,7 +25,13 @@ use futures_util::StreamExt;
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::{Gateway, error::ApiError};
+use tracing::Instrument as _;
+
+use super::{
+    Gateway,
+    error::ApiError,
+    observe::{self, Scope},
+};
 use crate::router::{RouteError, RouteInfo};
 
 /// Largest request body accepted (images travel base64-encoded inside messages).
@@ -62,6 +68,7 @@ pub fn routes(gateway: Arc<Gateway>, readiness: Readiness) -> Router {
         .route("/health/liveliness", get(live))
         .route("/health/liveness", get(live))
         .route("/health/readiness", get(ready))
+        .route("/metrics", get(metrics_page))
         .with_state(state)
 }
 
@@ -78,6 +85,33 @@ async fn ready(State(s): State<Http>) -> (StatusCode, Json<serde_json::Value>) {
             Json(json!({"status": "not ready"})),
         )
     }
+}
+
+/// Prometheus text format. Deployment gauges are read from the router's state at scrape time, so
+/// they cost the request path nothing.
+async fn metrics_page(State(s): State<Http>) -> Response {
+    let Some(handle) = crate::telemetry::metrics() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "metrics recorder unavailable\n").into_response();
+    };
+    let table = s.gateway.router.table();
+    let mut views = Vec::new();
+    for group in table.groups.values() {
+        views.clear();
+        s.gateway.router.state().views(&group.ids, &mut views);
+        for (id, v) in group.ids.iter().zip(&views) {
+            let cooling = matches!(v.health, crate::router::Health::CoolingDown { .. });
+            metrics::gauge!("switchboard_deployment_in_flight", "deployment" => id.to_string())
+                .set(f64::from(v.in_flight));
+            metrics::gauge!("switchboard_deployment_cooling_down", "deployment" => id.to_string())
+                .set(if cooling { 1.0 } else { 0.0 });
+        }
+    }
+    let mut resp = handle.render().into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    resp
 }
 
 fn error_response(e: &ApiError) -> Response {
@@ -173,11 +207,48 @@ fn route_headers(headers: &mut HeaderMap, route: &RouteInfo, started: Instant, i
     }
 }
 
-async fn chat(State(s): State<Http>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
-    let started = Instant::now();
-    authenticate(&s, &headers)?;
+async fn chat(State(s): State<Http>, headers: HeaderMap, body: Body) -> Response {
+    let scope = Scope::http("/v1/chat/completions", &headers);
+    let mut group = String::new();
+    let result = chat_inner(&s, &headers, body, &scope, &mut group)
+        .instrument(scope.span.clone())
+        .await;
+    finish(&scope, &group, result)
+}
+
+/// Books the outcome of an HTTP call and renders it.
+fn finish(scope: &Scope, group: &str, result: Result<(Response, RouteInfo), ApiError>) -> Response {
+    match result {
+        Ok((mut resp, route)) => {
+            scope.ok(&route);
+            if let Ok(v) = HeaderValue::from_str(&scope.request_id) {
+                resp.headers_mut().insert("x-request-id", v);
+            }
+            resp
+        }
+        Err(e) => {
+            scope.failed(group, &e);
+            let mut resp = error_response(&e);
+            if let Ok(v) = HeaderValue::from_str(&scope.request_id) {
+                resp.headers_mut().insert("x-request-id", v);
+            }
+            resp
+        }
+    }
+}
+
+async fn chat_inner(
+    s: &Http,
+    headers: &HeaderMap,
+    body: Body,
+    scope: &Scope,
+    group: &mut String,
+) -> Result<(Response, RouteInfo), ApiError> {
+    let started = scope.clock();
+    authenticate(s, headers)?;
     let bytes = read_body(body).await?;
     let (req, ignored) = wire::parse::<wire::ChatCompletionRequest>(&bytes)?;
+    group.clone_from(&req.model);
     let (stream, include_usage, deadline) = (req.stream, req.include_usage(), deadline(req.timeout));
     let req = req.into_domain()?;
     let router = &s.gateway.router;
@@ -187,9 +258,11 @@ async fn chat(State(s): State<Http>, headers: HeaderMap, body: Body) -> Result<R
         resp.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         route_headers(resp.headers_mut(), &routed.route, started, &ignored);
-        return Ok(resp);
+        return Ok((resp, routed.route));
     }
     let routed = router.chat_stream(&req, deadline).await?;
+    let route = routed.route().clone();
+    observe::first_chunk("http", &route, started.elapsed());
     let mut hdrs = HeaderMap::new();
     route_headers(&mut hdrs, routed.route(), started, &ignored);
     let events = routed
@@ -218,7 +291,7 @@ async fn chat(State(s): State<Http>, headers: HeaderMap, body: Body) -> Result<R
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.extend(hdrs);
-    Ok(resp)
+    Ok((resp, route))
 }
 
 /// A failure after the stream started: an SSE `error` event in OpenAI's shape.
@@ -227,11 +300,27 @@ fn stream_error(e: RouteError) -> Bytes {
     Bytes::from(format!("data: {body}\n\n"))
 }
 
-async fn embeddings(State(s): State<Http>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
-    let started = Instant::now();
-    authenticate(&s, &headers)?;
+async fn embeddings(State(s): State<Http>, headers: HeaderMap, body: Body) -> Response {
+    let scope = Scope::http("/v1/embeddings", &headers);
+    let mut group = String::new();
+    let result = embeddings_inner(&s, &headers, body, &scope, &mut group)
+        .instrument(scope.span.clone())
+        .await;
+    finish(&scope, &group, result)
+}
+
+async fn embeddings_inner(
+    s: &Http,
+    headers: &HeaderMap,
+    body: Body,
+    scope: &Scope,
+    group: &mut String,
+) -> Result<(Response, RouteInfo), ApiError> {
+    let started = scope.clock();
+    authenticate(s, headers)?;
     let bytes = read_body(body).await?;
     let (req, ignored) = wire::parse::<wire::EmbeddingsRequest>(&bytes)?;
+    group.clone_from(&req.model);
     let (base64, deadline) = (req.base64()?, deadline(req.timeout));
     let req = req.into_domain()?;
     let routed = s.gateway.router.embed(&req, deadline).await?;
@@ -239,7 +328,7 @@ async fn embeddings(State(s): State<Http>, headers: HeaderMap, body: Body) -> Re
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     route_headers(resp.headers_mut(), &routed.route, started, &ignored);
-    Ok(resp)
+    Ok((resp, routed.route))
 }
 
 async fn models(State(s): State<Http>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {

@@ -80,7 +80,7 @@ impl OneOrMany {
 
 #[derive(Deserialize)]
 pub struct ChatCompletionRequest {
-    model: String,
+    pub model: String,
     messages: Vec<InMessage>,
     temperature: Option<f64>,
     top_p: Option<f64>,
@@ -641,7 +641,7 @@ enum EmbedInput {
 
 #[derive(Deserialize)]
 pub struct EmbeddingsRequest {
-    model: String,
+    pub model: String,
     input: EmbedInput,
     encoding_format: Option<String>,
     dimensions: Option<u32>,
