@@ -186,7 +186,7 @@ impl GroupRun<'_> {
             }
             views.clear();
             self.state.views(&group.ids, &mut views);
-            let (index, probe, permit) = match self.select(&views, &tried, &tags_ok, stream) {
+            let (index, probe, permit) = match self.select(&views, &tried, &tags_ok, stream).await {
                 Selection::Picked { index, probe, permit } => (index, probe, permit),
                 Selection::AllTried => {
                     let Some(e) = &last else {
@@ -238,7 +238,13 @@ impl GroupRun<'_> {
         }
     }
 
-    fn select(&self, views: &[DeploymentView], tried: &[bool], tags_ok: &[bool], stream: bool) -> Selection {
+    async fn select(
+        &self,
+        views: &[DeploymentView],
+        tried: &[bool],
+        tags_ok: &[bool],
+        stream: bool,
+    ) -> Selection {
         let group = self.group;
         let mut eligible: Vec<usize> = Vec::with_capacity(group.deployments.len());
         let mut cooling: Option<Duration> = None;
@@ -290,7 +296,7 @@ impl GroupRun<'_> {
                 in_tier.retain(|&j| j != i);
                 eligible.retain(|&j| j != i);
                 let probe = matches!(views[i].health, Health::HalfOpen { .. });
-                if probe && !self.state.claim_probe(&d.id) {
+                if probe && !self.state.claim_probe(&d.id).await {
                     continue; // another request owns the probe
                 }
                 let permit = match &d.slots {
@@ -306,7 +312,7 @@ impl GroupRun<'_> {
                         }
                     },
                 };
-                if !self.state.try_admit(&d.id, d.rpm, d.tpm, self.ctx.tokens) {
+                if !self.state.try_admit(&d.id, d.rpm, d.tpm, self.ctx.tokens).await {
                     if probe {
                         self.state.release_probe(&d.id, false);
                     }
@@ -427,7 +433,7 @@ impl GroupRun<'_> {
             index: j,
             probe: probe2,
             permit: permit2,
-        } = self.select(&views, tried, tags_ok, stream)
+        } = self.select(&views, tried, tags_ok, stream).await
         else {
             let r = first.await;
             return self.settle(&d1, lease1, probe, r, started1, false);

@@ -12,6 +12,7 @@ use std::{
     time::Duration,
 };
 
+use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 
 use crate::domain::{DeploymentId, ErrorClass};
@@ -66,12 +67,21 @@ pub trait DeploymentState: Send + Sync {
     fn record(&self, id: &DeploymentId, outcome: Outcome) -> MinuteCounts;
     /// Starts (or extends) a cooldown; when it ends the deployment turns half-open.
     fn cool_down(&self, id: &DeploymentId, duration: Duration);
-    /// Claims the probe of a half-open deployment. Exactly one caller wins until it is released.
-    fn claim_probe(&self, id: &DeploymentId) -> bool;
+    /// Claims the probe of a half-open deployment. Exactly one caller (fleet-wide, when shared) wins
+    /// until it is released. Async: a shared implementation decides it with one atomic step.
+    fn claim_probe<'a>(&'a self, id: &'a DeploymentId) -> BoxFuture<'a, bool>;
     /// Ends a probe: `healthy` closes the circuit; otherwise the caller has already cooled it down.
     fn release_probe(&self, id: &DeploymentId, healthy: bool);
     /// Counts one request against `rpm` and `tokens` against `tpm` for this minute, only if both fit.
-    fn try_admit(&self, id: &DeploymentId, rpm: Option<u64>, tpm: Option<u64>, tokens: u64) -> bool;
+    /// Called for the chosen deployment only (never per candidate); a shared implementation makes it
+    /// one atomic check-and-increment.
+    fn try_admit<'a>(
+        &'a self,
+        id: &'a DeploymentId,
+        rpm: Option<u64>,
+        tpm: Option<u64>,
+        tokens: u64,
+    ) -> BoxFuture<'a, bool>;
     /// Corrects this minute's token count once the real usage is known (`delta` may be negative).
     fn adjust_tokens(&self, id: &DeploymentId, delta: i64);
     /// p95 of recent unary latencies across `ids`, if enough samples exist.
@@ -168,6 +178,30 @@ impl Default for LocalState {
 }
 
 impl LocalState {
+    /// [`DeploymentState::claim_probe`], decided in memory.
+    pub fn claim_probe_now(&self, id: &DeploymentId) -> bool {
+        self.with(id, |s, now, _| {
+            if s.health(now) == (Health::HalfOpen { probing: false }) {
+                s.probing = true;
+                true
+            } else {
+                false
+            }
+        })
+    }
+
+    /// [`DeploymentState::try_admit`], decided in memory.
+    pub fn try_admit_now(&self, id: &DeploymentId, rpm: Option<u64>, tpm: Option<u64>, tokens: u64) -> bool {
+        self.with(id, |s, _, _| {
+            if rpm.is_some_and(|cap| s.rpm_used >= cap) || tpm.is_some_and(|cap| s.tpm_used + tokens > cap) {
+                return false;
+            }
+            s.rpm_used += 1;
+            s.tpm_used += tokens;
+            true
+        })
+    }
+
     fn entry(&self, id: &DeploymentId) -> Arc<Entry> {
         if let Some(e) = self.entries.read().unwrap_or_else(|e| e.into_inner()).get(id) {
             return e.clone();
@@ -263,15 +297,9 @@ impl DeploymentState for LocalState {
         });
     }
 
-    fn claim_probe(&self, id: &DeploymentId) -> bool {
-        self.with(id, |s, now, _| {
-            if s.health(now) == (Health::HalfOpen { probing: false }) {
-                s.probing = true;
-                true
-            } else {
-                false
-            }
-        })
+    fn claim_probe<'a>(&'a self, id: &'a DeploymentId) -> BoxFuture<'a, bool> {
+        let won = self.claim_probe_now(id);
+        Box::pin(std::future::ready(won))
     }
 
     fn release_probe(&self, id: &DeploymentId, healthy: bool) {
@@ -284,15 +312,15 @@ impl DeploymentState for LocalState {
         });
     }
 
-    fn try_admit(&self, id: &DeploymentId, rpm: Option<u64>, tpm: Option<u64>, tokens: u64) -> bool {
-        self.with(id, |s, _, _| {
-            if rpm.is_some_and(|cap| s.rpm_used >= cap) || tpm.is_some_and(|cap| s.tpm_used + tokens > cap) {
-                return false;
-            }
-            s.rpm_used += 1;
-            s.tpm_used += tokens;
-            true
-        })
+    fn try_admit<'a>(
+        &'a self,
+        id: &'a DeploymentId,
+        rpm: Option<u64>,
+        tpm: Option<u64>,
+        tokens: u64,
+    ) -> BoxFuture<'a, bool> {
+        let admitted = self.try_admit_now(id, rpm, tpm, tokens);
+        Box::pin(std::future::ready(admitted))
     }
 
     fn adjust_tokens(&self, id: &DeploymentId, delta: i64) {
@@ -333,11 +361,11 @@ mod tests {
         let s = LocalState::default();
         s.cool_down(&id("a"), Duration::from_secs(5));
         assert!(matches!(view(&s, "a").health, Health::CoolingDown { .. }));
-        assert!(!s.claim_probe(&id("a")), "no probe while cooling down");
+        assert!(!s.claim_probe_now(&id("a")), "no probe while cooling down");
         tokio::time::advance(Duration::from_secs(5)).await;
         assert_eq!(view(&s, "a").health, Health::HalfOpen { probing: false });
-        assert!(s.claim_probe(&id("a")));
-        assert!(!s.claim_probe(&id("a")), "only one probe at a time");
+        assert!(s.claim_probe_now(&id("a")));
+        assert!(!s.claim_probe_now(&id("a")), "only one probe at a time");
         assert_eq!(view(&s, "a").health, Health::HalfOpen { probing: true });
         s.release_probe(&id("a"), true);
         assert_eq!(view(&s, "a").health, Health::Healthy);
@@ -348,27 +376,27 @@ mod tests {
         let s = LocalState::default();
         s.cool_down(&id("a"), Duration::from_secs(1));
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert!(s.claim_probe(&id("a")));
+        assert!(s.claim_probe_now(&id("a")));
         s.cool_down(&id("a"), Duration::from_secs(1));
         s.release_probe(&id("a"), false);
         assert!(matches!(view(&s, "a").health, Health::CoolingDown { .. }));
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert!(s.claim_probe(&id("a")), "a new probe after the new cooldown");
+        assert!(s.claim_probe_now(&id("a")), "a new probe after the new cooldown");
     }
 
     #[tokio::test(start_paused = true)]
     async fn rpm_cap_is_exact_and_resets_each_minute() {
         let s = LocalState::default();
         let admitted = (0..100)
-            .filter(|_| s.try_admit(&id("a"), Some(60), None, 10))
+            .filter(|_| s.try_admit_now(&id("a"), Some(60), None, 10))
             .count();
         assert_eq!(admitted, 60);
         assert_eq!(view(&s, "a").rpm_used, 60);
         tokio::time::advance(Duration::from_secs(60)).await;
         assert_eq!(view(&s, "a").rpm_used, 0);
-        assert!(s.try_admit(&id("a"), Some(60), None, 10));
+        assert!(s.try_admit_now(&id("a"), Some(60), None, 10));
         assert!(
-            !s.try_admit(&id("a"), None, Some(15), 10),
+            !s.try_admit_now(&id("a"), None, Some(15), 10),
             "tpm: 10 used + 10 > 15"
         );
     }
