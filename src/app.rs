@@ -16,7 +16,7 @@ use crate::{
         self, chat_service_server::ChatServiceServer, embeddings_service_server::EmbeddingsServiceServer,
     },
     providers::HttpClient,
-    router::{LocalState, Router, RoutingTable},
+    router::{DeploymentState, FleetState, LocalState, Router, RoutingTable},
 };
 
 /// Largest request message accepted (images travel base64-encoded inside messages).
@@ -52,6 +52,17 @@ pub async fn run_with(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let replica = format!("switchboard-{}-{:08x}", std::process::id(), fastrand::u32(..));
+    run_as(listeners, config, replica, shutdown).await
+}
+
+/// [`run_with`] under a given replica id (its identity in shared state, traces and metrics).
+pub async fn run_as(
+    listeners: Listeners,
+    config: Config,
+    replica_id: String,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let listener = listeners.main;
     if !config.ignored_keys.is_empty() {
         tracing::warn!(
@@ -75,7 +86,15 @@ pub async fn run_with(
         });
     }
     let table = RoutingTable::build(&config, &http);
-    let router = Arc::new(Router::new(table, Arc::new(LocalState::default())));
+    let state: Arc<dyn DeploymentState> = match &config.router.redis_url {
+        Some(url) => {
+            let ids = config.deployments.iter().map(|d| d.id.clone()).collect();
+            tracing::info!(replica = %replica_id, "sharing deployment state through redis");
+            FleetState::start(url.expose().to_string(), replica_id.clone(), ids)
+        }
+        None => Arc::new(LocalState::default()),
+    };
+    let router = Arc::new(Router::new(table, state));
     let gateway = Arc::new(Gateway {
         router,
         auth: Arc::new(Authenticator::new(config.master_key.clone())),

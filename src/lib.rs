@@ -11,6 +11,7 @@
 //! - [`config`]: LiteLLM-compatible YAML -> validated [`config::Config`].
 //! - [`providers`]: the [`providers::Provider`] trait and one module per wire format; pure translate
 //!   and parse functions, with HTTP I/O in `providers/client.rs` only.
+//! - [`cluster`]: Redis connection, key names and Lua scripts (fleet plumbing, no business rules).
 //! - [`router`]: model groups, deployment choice, failover, deadlines. Reads shared deployment state
 //!   only through [`router::DeploymentState`].
 //! - [`auth`]: bearer keys, the master key, principals.
@@ -21,6 +22,7 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod domain;
 pub mod proto;

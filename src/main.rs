@@ -101,7 +101,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                     None => None,
                 },
             };
-            let result = switchboard::app::run_with(listeners, config, shutdown_signal()).await;
+            let result = switchboard::app::run_as(listeners, config, replica_id, shutdown_signal()).await;
             telemetry.shutdown().await;
             result
         }

@@ -14,7 +14,7 @@ fn check_config_prints_groups_and_never_secrets() {
     let path = dir.path().join("c.yaml");
     std::fs::write(
         &path,
-        "model_list:\n  - {model_name: smart, litellm_params: {model: openai/gpt-4o, api_key: os.environ/TEST_PROVIDER_KEY}}\n  - {model_name: smart, litellm_params: {model: openai/llama3, api_base: 'http://vllm:8000/v1', weight: 3}}\nrouter_settings: {redis_host: r}\n",
+        "model_list:\n  - {model_name: smart, litellm_params: {model: openai/gpt-4o, api_key: os.environ/TEST_PROVIDER_KEY}}\n  - {model_name: smart, litellm_params: {model: openai/llama3, api_base: 'http://vllm:8000/v1', weight: 3}}\nrouter_settings: {enable_pre_call_checks: true}\n",
     )
     .unwrap();
     let out = switchboard()
@@ -35,7 +35,7 @@ fn check_config_prints_groups_and_never_secrets() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("not implemented yet (ignored): router_settings.redis_host"),
+        stdout.contains("not implemented yet (ignored): router_settings.enable_pre_call_checks"),
         "{stdout}"
     );
     assert!(

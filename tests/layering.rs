@@ -8,9 +8,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("domain", &["domain"]),
     ("config", &["domain", "config"]),
     ("providers", &["domain", "config", "providers", "telemetry"]),
+    ("cluster", &["domain", "config", "cluster"]),
     (
         "router",
-        &["domain", "config", "providers", "router", "telemetry"],
+        &["domain", "config", "providers", "router", "telemetry", "cluster"],
     ),
     ("auth", &["domain", "config", "auth"]),
     ("telemetry", &["domain", "telemetry"]),

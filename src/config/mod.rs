@@ -375,7 +375,7 @@ fn validate(
         });
     }
     let group_names: std::collections::HashSet<&str> = deployments.iter().map(|d| d.group.as_str()).collect();
-    let router = router::validate(raw.router_settings, &raw.litellm_settings, &group_names)?;
+    let router = router::validate(raw.router_settings, &raw.litellm_settings, &group_names, lookup)?;
     Ok(Config {
         deployments,
         router,

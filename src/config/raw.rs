@@ -97,6 +97,11 @@ pub struct RawRouterSettings {
     pub max_queue: Option<u32>,
     /// Switchboard: per-group strategy, retries and hedging.
     pub model_group_settings: BTreeMap<String, RawGroupSettings>,
+    /// Shared state for the fleet (`redis://`, `rediss://`), or LiteLLM's host/port/password.
+    pub redis_url: Option<String>,
+    pub redis_host: Option<String>,
+    pub redis_port: Option<u16>,
+    pub redis_password: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

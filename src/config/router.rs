@@ -157,6 +157,8 @@ pub struct RouterSettings {
     pub max_fallbacks: u32,
     /// Requests that may wait for a free deployment slot, per group.
     pub max_queue: u32,
+    /// Redis for the fleet's shared state; `None`: this replica's state only.
+    pub redis_url: Option<crate::domain::Secret>,
 }
 
 impl RouterSettings {
@@ -238,6 +240,7 @@ pub(super) fn validate(
     r: raw::RawRouterSettings,
     l: &raw::RawLitellmSettings,
     groups: &HashSet<&str>,
+    lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<RouterSettings, ConfigError> {
     let strategy = match &r.routing_strategy {
         Some(s) => parse_strategy(s, "router_settings.routing_strategy")?,
@@ -313,5 +316,34 @@ pub(super) fn validate(
         content_policy_fallbacks: fallbacks(cp, &[], &format!("{cp_at}.content_policy_fallbacks"), groups)?,
         max_fallbacks: r.max_fallbacks.unwrap_or(5),
         max_queue: r.max_queue.unwrap_or(1000),
+        redis_url: redis_url(&r, lookup)?,
     })
+}
+
+/// `redis_url`, else LiteLLM's `redis_host`/`redis_port`/`redis_password`, else `SWITCHBOARD_REDIS_URL`.
+fn redis_url(
+    r: &raw::RawRouterSettings,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<crate::domain::Secret>, ConfigError> {
+    let url = match (&r.redis_url, &r.redis_host) {
+        (Some(url), _) => Some(url.clone()),
+        (None, Some(host)) => {
+            let auth = r
+                .redis_password
+                .as_ref()
+                .map(|p| format!(":{p}@"))
+                .unwrap_or_default();
+            Some(format!("redis://{auth}{host}:{}", r.redis_port.unwrap_or(6379)))
+        }
+        (None, None) => lookup("SWITCHBOARD_REDIS_URL"),
+    };
+    match url {
+        Some(u) if !(u.starts_with("redis://") || u.starts_with("rediss://") || u.starts_with("unix://")) => {
+            Err(ConfigError::at(
+                "router_settings.redis_url",
+                "must be a redis://, rediss:// or unix:// URL",
+            ))
+        }
+        u => Ok(u.map(crate::domain::Secret::new)),
+    }
 }

@@ -137,7 +137,7 @@ model_list:
   - model_name: a
     litellm_params: {model: gpt-4o, top_k: 3}
     model_info: {base_model: azure/gpt-4}
-router_settings: {redis_host: localhost, routing_strategy: least-busy}
+router_settings: {enable_pre_call_checks: true, routing_strategy: least-busy}
 litellm_settings: {success_callback: [langfuse]}
 "#,
         &env,
@@ -149,7 +149,7 @@ litellm_settings: {success_callback: [langfuse]}
             "litellm_settings.success_callback",
             "model_list[0].litellm_params.top_k",
             "model_list[0].model_info.base_model",
-            "router_settings.redis_host",
+            "router_settings.enable_pre_call_checks",
         ]
     );
     assert!(

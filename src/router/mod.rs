@@ -6,6 +6,7 @@
 //! through [`DeploymentState`], so the Redis-backed fleet state plugs in without touching the rules.
 
 mod fit;
+mod fleet;
 mod health;
 mod pick;
 mod run;
@@ -22,6 +23,7 @@ use crate::{
     domain::{ChatRequest, ChatResponse, DeploymentId, EmbedRequest, EmbedResponse, ErrorClass, ModelGroup},
     providers::ProviderError,
 };
+pub use fleet::FleetState;
 pub use run::Lease;
 use run::{Answer, Call, Ctx, Done, GroupError, GroupRun};
 pub use state::{DeploymentState, DeploymentView, Health, InFlight, LocalState, MinuteCounts, Outcome};

@@ -86,6 +86,10 @@ pub trait DeploymentState: Send + Sync {
     fn adjust_tokens(&self, id: &DeploymentId, delta: i64);
     /// p95 of recent unary latencies across `ids`, if enough samples exist.
     fn latency_p95(&self, ids: &[DeploymentId]) -> Option<Duration>;
+    /// False while shared state is configured but unreachable (readiness reports it).
+    fn shared_state_ready(&self) -> bool {
+        true
+    }
 }
 
 /// Decrements the in-flight count when dropped (also when a request is cancelled mid-way).

@@ -77,6 +77,12 @@ async fn live() -> Json<serde_json::Value> {
 }
 
 async fn ready(State(s): State<Http>) -> (StatusCode, Json<serde_json::Value>) {
+    if !s.gateway.router.state().shared_state_ready() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not ready", "reason": "redis unreachable"})),
+        );
+    }
     if s.readiness.get() {
         (StatusCode::OK, Json(json!({"status": "ready"})))
     } else {

@@ -1,0 +1,4 @@
+//! Plumbing for running as a fleet: the Redis connection, key names and Lua scripts. Business meaning
+//! (what a cooldown is, when to admit) stays in the modules that own it.
+
+pub mod redis;

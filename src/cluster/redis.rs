@@ -1,0 +1,194 @@
+//! Redis: one reconnecting connection with bounded timeouts (a dead Redis never hangs a request),
+//! versioned key names built in one place, and the Lua scripts every read-modify-write goes through
+//! (atomic, on the server's clock). All keys of one deployment share a hash tag, so each script
+//! touches one slot and works on Redis Cluster too.
+
+use std::time::Duration;
+
+use redis::{
+    AsyncCommands as _, Script,
+    aio::{ConnectionManager, ConnectionManagerConfig},
+};
+
+/// Key and channel prefix; bumped when the layout changes, so old and new code never share data.
+pub const PREFIX: &str = "sb:v1";
+
+/// A connected Redis.
+#[derive(Clone)]
+pub struct Redis {
+    conn: ConnectionManager,
+    client: redis::Client,
+}
+
+impl Redis {
+    /// Connects, bounded by `timeout`. Commands time out after `response_timeout`.
+    pub async fn connect(
+        url: &str,
+        timeout: Duration,
+        response_timeout: Duration,
+    ) -> redis::RedisResult<Redis> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(response_timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = tokio::time::timeout(
+            timeout,
+            ConnectionManager::new_with_config(client.clone(), config),
+        )
+        .await
+        .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))??;
+        Ok(Redis { conn, client })
+    }
+
+    pub fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// A dedicated pub/sub connection (subscriptions cannot share the multiplexed one).
+    pub async fn pubsub(&self) -> redis::RedisResult<redis::aio::PubSub> {
+        self.client.get_async_pubsub().await
+    }
+
+    pub async fn ping(&self) -> bool {
+        let mut c = self.conn.clone();
+        c.ping::<String>().await.is_ok()
+    }
+}
+
+/// `sb:v1:{<deployment>}`: the base of every key of one deployment (one hash slot).
+pub fn deployment_base(deployment: &str) -> String {
+    format!("{PREFIX}:{{{deployment}}}")
+}
+
+/// The channel that carries health events (`cooldown <deployment> <until_ms>`, `healthy <deployment>`).
+pub fn events_channel() -> String {
+    format!("{PREFIX}:events")
+}
+
+/// Counts one request against rpm and `tokens` against tpm in the current minute (server time),
+/// only if both fit. KEYS[1] = deployment base; ARGV = rpm cap (0: none), tpm cap (0: none), tokens.
+pub static ADMIT: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+local minute = math.floor(tonumber(t[1]) / 60)
+local rk = KEYS[1] .. ':rpm:' .. minute
+local tk = KEYS[1] .. ':tpm:' .. minute
+local rcap, tcap, tok = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local rpm = tonumber(redis.call('GET', rk) or '0')
+local tpm = tonumber(redis.call('GET', tk) or '0')
+if (rcap > 0 and rpm >= rcap) or (tcap > 0 and tpm + tok > tcap) then return 0 end
+redis.call('INCR', rk)
+redis.call('PEXPIRE', rk, 120000)
+redis.call('INCRBY', tk, tok)
+redis.call('PEXPIRE', tk, 120000)
+return 1
+",
+    )
+});
+
+/// Starts or extends a cooldown (never shortens one) and marks the deployment half-open for after
+/// it; publishes the event. KEYS[1] = base; ARGV = duration ms, deployment id, channel.
+pub static COOL_DOWN: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+    Script::new(
+        r"
+local ck = KEYS[1] .. ':cooldown'
+local ms = tonumber(ARGV[1])
+local left = redis.call('PTTL', ck)
+if left < ms then redis.call('SET', ck, '1', 'PX', ms) else ms = left end
+redis.call('SET', KEYS[1] .. ':halfopen', '1', 'PX', ms + 3600000)
+local t = redis.call('TIME')
+local until_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + ms
+redis.call('PUBLISH', ARGV[3], 'cooldown ' .. ARGV[2] .. ' ' .. ms)
+return until_ms
+",
+    )
+});
+
+/// Claims the half-open probe: only after the cooldown ended, only while half-open, one holder.
+/// KEYS[1] = base; ARGV = lease ms, holder id. Returns 1 when this caller won.
+pub static CLAIM_PROBE: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1] .. ':cooldown') == 1 then return 0 end
+if redis.call('EXISTS', KEYS[1] .. ':halfopen') == 0 then return 0 end
+if redis.call('SET', KEYS[1] .. ':probe', ARGV[2], 'NX', 'PX', tonumber(ARGV[1])) then return 1 end
+return 0
+",
+    )
+});
+
+/// Ends a probe. ARGV = healthy (1/0), deployment id, channel.
+pub static RELEASE_PROBE: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('DEL', KEYS[1] .. ':probe')
+if ARGV[1] == '1' then
+  redis.call('DEL', KEYS[1] .. ':halfopen')
+  redis.call('PUBLISH', ARGV[3], 'healthy ' .. ARGV[2])
+end
+return 1
+",
+    )
+});
+
+/// Publishes this replica's view of one deployment: its in-flight count (valid for `ttl` ms, so a
+/// dead replica's contribution disappears), its outcomes this minute, its token corrections.
+/// KEYS[1] = base; ARGV = replica, in_flight, ttl_ms, ok_delta, fail_delta, tokens_delta.
+pub static PUBLISH_LOCAL: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local minute = math.floor(tonumber(t[1]) / 60)
+redis.call('HSET', KEYS[1] .. ':inflight', ARGV[1], ARGV[2] .. ':' .. (now + tonumber(ARGV[3])))
+redis.call('PEXPIRE', KEYS[1] .. ':inflight', 3600000)
+local sk = KEYS[1] .. ':stats:' .. minute
+if tonumber(ARGV[4]) > 0 then redis.call('HINCRBY', sk, 'ok', ARGV[4]) end
+if tonumber(ARGV[5]) > 0 then redis.call('HINCRBY', sk, 'fail', ARGV[5]) end
+redis.call('PEXPIRE', sk, 120000)
+local d = tonumber(ARGV[6])
+if d ~= 0 then
+  local tk = KEYS[1] .. ':tpm:' .. minute
+  redis.call('INCRBY', tk, d)
+  redis.call('PEXPIRE', tk, 120000)
+end
+return 1
+",
+    )
+});
+
+/// The fleet's view of one deployment: {cooldown ms left, half-open, probing, in-flight (live
+/// replicas, expired entries pruned), rpm, tpm, ok, fail} for the current minute.
+pub static SNAPSHOT: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local minute = math.floor(tonumber(t[1]) / 60)
+local b = KEYS[1]
+local cool = redis.call('PTTL', b .. ':cooldown')
+if cool < 0 then cool = 0 end
+local inflight = 0
+local entries = redis.call('HGETALL', b .. ':inflight')
+for i = 1, #entries, 2 do
+  local n, exp = string.match(entries[i + 1], '^(%-?%d+):(%d+)$')
+  if n and tonumber(exp) > now then inflight = inflight + tonumber(n)
+  else redis.call('HDEL', b .. ':inflight', entries[i]) end
+end
+local stats = redis.call('HMGET', b .. ':stats:' .. minute, 'ok', 'fail')
+return {
+  cool,
+  redis.call('EXISTS', b .. ':halfopen'),
+  redis.call('EXISTS', b .. ':probe'),
+  inflight,
+  tonumber(redis.call('GET', b .. ':rpm:' .. minute) or '0'),
+  tonumber(redis.call('GET', b .. ':tpm:' .. minute) or '0'),
+  tonumber(stats[1] or '0'),
+  tonumber(stats[2] or '0'),
+}
+",
+    )
+});
