@@ -177,3 +177,165 @@ async fn redis_dying_costs_no_request_and_sharing_resumes_when_it_returns() {
     wait_ready(&gw).await;
     gw.chat().await.complete(chat_request("g", "hi")).await.unwrap();
 }
+
+/// The fleet's in-flight count for one deployment, read as replicas read it.
+async fn fleet_in_flight(redis: &RedisServer, deployment: &str) -> i64 {
+    let r = switchboard::cluster::redis::Redis::connect(
+        &redis.url(),
+        Duration::from_secs(1),
+        Duration::from_secs(1),
+    )
+    .await
+    .unwrap();
+    let mut conn = r.conn();
+    let v: Vec<i64> = switchboard::cluster::redis::SNAPSHOT
+        .key(switchboard::cluster::redis::deployment_base(deployment))
+        .invoke_async(&mut conn)
+        .await
+        .unwrap();
+    v[3]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_replicas_in_flight_requests_stop_counting_within_the_ttl() {
+    let redis = RedisServer::start().await;
+    let hung = FakeOpenAi::start(|_| Behavior::Hang).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "model_list:\n  - {{model_name: g, litellm_params: {{model: openai/m, api_base: \"{}\"}}, model_info: {{id: slow}}}}\nrouter_settings: {{redis_url: \"{}\"}}\n",
+            hung.base(),
+            redis.url()
+        ),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut replica = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--replica-id", "doomed"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let started = Instant::now();
+    while common::http()
+        .get(format!("{url}/health/readiness"))
+        .send()
+        .await
+        .map(|r| r.status() != 200)
+        .unwrap_or(true)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "replica process never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let channel = tonic::transport::Channel::from_shared(url)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let client = switchboard::proto::chat_service_client::ChatServiceClient::new(channel);
+    let _calls: Vec<_> = (0..50)
+        .map(|_| {
+            let mut c = client.clone();
+            tokio::spawn(async move { c.complete(chat_request("g", "hi")).await })
+        })
+        .collect();
+    let started = Instant::now();
+    while fleet_in_flight(&redis, "slow").await != 50 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "50 in-flight requests never showed in redis"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    replica.kill().unwrap(); // SIGKILL: no chance to clean up
+    replica.wait().unwrap();
+    let killed = Instant::now();
+    while fleet_in_flight(&redis, "slow").await != 0 {
+        assert!(
+            killed.elapsed() < Duration::from_secs(6),
+            "a dead replica's in-flight count must expire"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "in-flight of a SIGKILLed replica gone from the fleet after {:?} (TTL 3 s)",
+        killed.elapsed()
+    );
+    assert!(
+        killed.elapsed() <= Duration::from_millis(3200),
+        "{:?}",
+        killed.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_busy_balances_the_fleets_load_not_each_replicas() {
+    let redis = RedisServer::start().await;
+    let a = FakeOpenAi::start(|_| Behavior::ReplyAfter(Duration::from_millis(1500), "a".into())).await;
+    let b = FakeOpenAi::start(|_| Behavior::ReplyAfter(Duration::from_millis(1500), "b".into())).await;
+    let yaml = format!(
+        "model_list:\n  - {{model_name: g, litellm_params: {{model: openai/m, api_base: \"{}\", tags: [pinned, default]}}, model_info: {{id: a}}}}\n  - {{model_name: g, litellm_params: {{model: openai/m, api_base: \"{}\", tags: [default]}}, model_info: {{id: b}}}}\nrouter_settings: {{redis_url: \"{}\", routing_strategy: least-busy}}\n",
+        a.base(),
+        b.base(),
+        redis.url()
+    );
+    let gws = fleet(2, &yaml).await;
+    // Replica 0 keeps four requests busy on `a` (tag-pinned).
+    let pinned = switchboard::proto::ChatRequest {
+        routing: Some(switchboard::proto::RoutingOptions {
+            tags: vec!["pinned".into()],
+            ..Default::default()
+        }),
+        ..chat_request("g", "hi")
+    };
+    let client0 = gws[0].chat().await;
+    let busy: Vec<_> = (0..4)
+        .map(|_| {
+            let (mut c, r) = (client0.clone(), pinned.clone());
+            tokio::spawn(async move { c.complete(r).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await; // a few sync periods
+    // Replica 1 has nothing in flight itself; the fleet has four on `a`.
+    let client1 = gws[1].chat().await;
+    let mut mine = Vec::new();
+    for _ in 0..4 {
+        let mut c = client1.clone();
+        mine.push(tokio::spawn(
+            async move { c.complete(chat_request("g", "hi")).await },
+        ));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut to_b = 0;
+    for c in mine {
+        to_b += usize::from(
+            c.await
+                .unwrap()
+                .unwrap()
+                .into_inner()
+                .route
+                .unwrap()
+                .deployment_id
+                == "b",
+        );
+    }
+    for c in busy {
+        c.await.unwrap().unwrap();
+    }
+    assert_eq!(
+        to_b, 4,
+        "replica 1 saw the fleet's four requests on `a` and sent all of its own to `b`"
+    );
+}
