@@ -339,3 +339,39 @@ async fn least_busy_balances_the_fleets_load_not_each_replicas() {
         "replica 1 saw the fleet's four requests on `a` and sent all of its own to `b`"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_measured_by_one_replica_guides_the_others() {
+    let redis = RedisServer::start().await;
+    let fast = FakeOpenAi::start(|_| Behavior::ReplyAfter(Duration::from_millis(5), "fast".into())).await;
+    let slow = FakeOpenAi::start(|_| Behavior::ReplyAfter(Duration::from_millis(150), "slow".into())).await;
+    let yaml = format!(
+        "model_list:\n  - {{model_name: g, litellm_params: {{model: openai/m, api_base: \"{}\"}}, model_info: {{id: fast}}}}\n  - {{model_name: g, litellm_params: {{model: openai/m, api_base: \"{}\"}}, model_info: {{id: slow}}}}\nrouter_settings: {{redis_url: \"{}\", routing_strategy: latency-based-routing}}\n",
+        fast.base(),
+        slow.base(),
+        redis.url()
+    );
+    let gws = fleet(2, &yaml).await;
+    for _ in 0..6 {
+        gws[0]
+            .chat()
+            .await
+            .complete(chat_request("g", "hi"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(slow.count(), 1, "replica 0 measured the slow deployment once");
+    tokio::time::sleep(Duration::from_millis(300)).await; // a few sync periods
+    // Replica 1 has measured nothing itself; alone it would explore `slow` within two requests.
+    for _ in 0..6 {
+        let r = gws[1]
+            .chat()
+            .await
+            .complete(chat_request("g", "hi"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.route.unwrap().deployment_id, "fast");
+    }
+    assert_eq!(slow.count(), 1, "replica 1 used the fleet's measurements");
+}

@@ -136,7 +136,8 @@ return 1
 
 /// Publishes this replica's view of one deployment: its in-flight count (valid for `ttl` ms, so a
 /// dead replica's contribution disappears), its outcomes this minute, its token corrections.
-/// KEYS[1] = base; ARGV = replica, in_flight, ttl_ms, ok_delta, fail_delta, tokens_delta.
+/// KEYS[1] = base; ARGV = replica, in_flight, ttl_ms, ok_delta, fail_delta, tokens_delta,
+/// latency_us, ttft_us (0: not measured); latencies are kept per replica and averaged on read.
 pub static PUBLISH_LOCAL: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
     Script::new(
         r"
@@ -145,6 +146,10 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local minute = math.floor(tonumber(t[1]) / 60)
 redis.call('HSET', KEYS[1] .. ':inflight', ARGV[1], ARGV[2] .. ':' .. (now + tonumber(ARGV[3])))
 redis.call('PEXPIRE', KEYS[1] .. ':inflight', 3600000)
+if tonumber(ARGV[7]) > 0 or tonumber(ARGV[8]) > 0 then
+  redis.call('HSET', KEYS[1] .. ':latency', ARGV[1], ARGV[7] .. ':' .. ARGV[8] .. ':' .. (now + 300000))
+  redis.call('PEXPIRE', KEYS[1] .. ':latency', 3600000)
+end
 local sk = KEYS[1] .. ':stats:' .. minute
 if tonumber(ARGV[4]) > 0 then redis.call('HINCRBY', sk, 'ok', ARGV[4]) end
 if tonumber(ARGV[5]) > 0 then redis.call('HINCRBY', sk, 'fail', ARGV[5]) end
@@ -161,7 +166,8 @@ return 1
 });
 
 /// The fleet's view of one deployment: {cooldown ms left, half-open, probing, in-flight (live
-/// replicas, expired entries pruned), rpm, tpm, ok, fail} for the current minute.
+/// replicas, expired entries pruned), rpm, tpm, ok, fail} for the current minute, and the mean of the
+/// replicas' latency and time-to-first-token (us, 0 when unmeasured).
 pub static SNAPSHOT: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
     Script::new(
         r"
@@ -179,6 +185,17 @@ for i = 1, #entries, 2 do
   else redis.call('HDEL', b .. ':inflight', entries[i]) end
 end
 local stats = redis.call('HMGET', b .. ':stats:' .. minute, 'ok', 'fail')
+local lat, lat_n, ttft, ttft_n = 0, 0, 0, 0
+local lats = redis.call('HGETALL', b .. ':latency')
+for i = 1, #lats, 2 do
+  local l, f, exp = string.match(lats[i + 1], '^(%d+):(%d+):(%d+)$')
+  if l and tonumber(exp) > now then
+    if tonumber(l) > 0 then lat = lat + tonumber(l); lat_n = lat_n + 1 end
+    if tonumber(f) > 0 then ttft = ttft + tonumber(f); ttft_n = ttft_n + 1 end
+  else redis.call('HDEL', b .. ':latency', lats[i]) end
+end
+if lat_n > 0 then lat = math.floor(lat / lat_n) end
+if ttft_n > 0 then ttft = math.floor(ttft / ttft_n) end
 return {
   cool,
   redis.call('EXISTS', b .. ':halfopen'),
@@ -188,6 +205,8 @@ return {
   tonumber(redis.call('GET', b .. ':tpm:' .. minute) or '0'),
   tonumber(stats[1] or '0'),
   tonumber(stats[2] or '0'),
+  lat,
+  ttft,
 }
 ",
     )

@@ -45,6 +45,9 @@ struct Fleet {
     tpm: u64,
     ok: u32,
     fail: u32,
+    /// Mean over the replicas that measured it.
+    latency: Option<Duration>,
+    ttft: Option<Duration>,
 }
 
 #[derive(Debug, Default)]
@@ -147,7 +150,8 @@ impl FleetState {
         let ids = lock(&self.deployments).clone();
         let mut views = Vec::with_capacity(ids.len());
         self.local.views(&ids, &mut views);
-        let updates: Vec<(DeploymentId, u32, Pending)> = {
+        let us = |d: Option<Duration>| d.map_or(0, |d| d.as_micros().max(1) as u64);
+        let updates: Vec<(DeploymentId, u32, Pending, u64, u64)> = {
             let mut pending = lock(&self.pending);
             ids.iter()
                 .zip(&views)
@@ -163,11 +167,11 @@ impl FleetState {
                     p.fail = 0;
                     p.tokens = 0;
                     p.published_in_flight = v.in_flight;
-                    (id.clone(), v.in_flight, taken)
+                    (id.clone(), v.in_flight, taken, us(v.latency), us(v.ttft))
                 })
                 .collect()
         };
-        let publishes = updates.iter().map(|(id, in_flight, p)| {
+        let publishes = updates.iter().map(|(id, in_flight, p, latency, ttft)| {
             let mut conn = redis.conn();
             let mut inv = r::PUBLISH_LOCAL.key(r::deployment_base(id.as_str()));
             inv.arg(&self.replica)
@@ -175,7 +179,9 @@ impl FleetState {
                 .arg(IN_FLIGHT_TTL.as_millis() as u64)
                 .arg(p.ok)
                 .arg(p.fail)
-                .arg(p.tokens);
+                .arg(p.tokens)
+                .arg(*latency)
+                .arg(*ttft);
             async move { inv.invoke_async::<i64>(&mut conn).await }
         });
         for result in futures_util::future::join_all(publishes).await {
@@ -203,6 +209,8 @@ impl FleetState {
                     tpm: get(5),
                     ok: get(6) as u32,
                     fail: get(7) as u32,
+                    latency: (get(8) > 0).then(|| Duration::from_micros(get(8))),
+                    ttft: (get(9) > 0).then(|| Duration::from_micros(get(9))),
                 },
             );
         }
@@ -286,6 +294,9 @@ impl DeploymentState for FleetState {
             let ours = pending.get(id).map_or(0, |p| p.published_in_flight);
             v.in_flight += f.in_flight.saturating_sub(ours);
             v.rpm_used = v.rpm_used.max(f.rpm);
+            // The fleet's merged measurements (ours included) where it has them.
+            v.latency = f.latency.or(v.latency);
+            v.ttft = f.ttft.or(v.ttft);
             v.tpm_used = v.tpm_used.max(f.tpm);
             let left = f
                 .cooldown
