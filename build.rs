@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/switchboard/v1/common.proto",
         "proto/switchboard/v1/chat.proto",
         "proto/switchboard/v1/embeddings.proto",
+        "proto/switchboard/v1/admin.proto",
     ];
     let fds = protox::compile(protos, ["proto"])?;
     let out = PathBuf::from(env::var("OUT_DIR")?);

@@ -9,11 +9,12 @@ use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
 
 use crate::{
-    api::{self, ChatApi, EmbeddingsApi, Gateway},
+    api::{self, AdminApi, ChatApi, EmbeddingsApi, Gateway},
     auth::Authenticator,
     config::Config,
     proto::{
-        self, chat_service_server::ChatServiceServer, embeddings_service_server::EmbeddingsServiceServer,
+        self, admin_service_server::AdminServiceServer, chat_service_server::ChatServiceServer,
+        embeddings_service_server::EmbeddingsServiceServer,
     },
     providers::HttpClient,
     router::{DeploymentState, FleetState, LocalState, Router, RoutingTable},
@@ -90,7 +91,12 @@ pub async fn run_as(
         Some(url) => {
             let ids = config.deployments.iter().map(|d| d.id.clone()).collect();
             tracing::info!(replica = %replica_id, "sharing deployment state through redis");
-            FleetState::start(url.expose().to_string(), replica_id.clone(), ids)
+            FleetState::start(
+                url.expose().to_string(),
+                replica_id.clone(),
+                listener.local_addr()?.to_string(),
+                ids,
+            )
         }
         None => Arc::new(LocalState::default()),
     };
@@ -114,6 +120,11 @@ pub async fn run_as(
         .accept_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(MAX_REQUEST_BYTES);
     let gateway_http = gateway.clone();
+    let admin = AdminServiceServer::new(AdminApi {
+        gateway: gateway.clone(),
+        replica_id: replica_id.clone(),
+        address: listener.local_addr()?.to_string(),
+    });
     let embeddings = EmbeddingsServiceServer::new(EmbeddingsApi(gateway))
         .accept_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(MAX_REQUEST_BYTES);
@@ -121,6 +132,7 @@ pub async fn run_as(
     readiness.set(true);
     let app = tonic::service::Routes::new(chat)
         .add_service(embeddings)
+        .add_service(admin)
         .add_service(health_service)
         .add_service(reflection)
         .prepare()

@@ -375,3 +375,76 @@ async fn latency_measured_by_one_replica_guides_the_others() {
     }
     assert_eq!(slow.count(), 1, "replica 1 used the fleet's measurements");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_cluster_shows_every_replica_and_the_fleets_deployment_state() {
+    use switchboard::proto::{DeploymentHealth, GetClusterRequest, admin_service_client::AdminServiceClient};
+    let redis = RedisServer::start().await;
+    let a = FakeOpenAi::start(|_| Behavior::Error {
+        status: 429,
+        body: error_body("Rate limit reached", "requests", Some("rate_limit_exceeded")),
+        headers: vec![],
+    })
+    .await;
+    let b = FakeOpenAi::replying("b").await;
+    let yaml = format!(
+        "model_list:\n  - {{model_name: g, litellm_params: {{model: openai/m, api_base: \"{}\"}}, model_info: {{id: a}}}}\n  - {{model_name: g, litellm_params: {{model: openai/m, api_base: \"{}\"}}, model_info: {{id: b}}}}\nrouter_settings: {{redis_url: \"{}\", cooldown_time: 30}}\n",
+        a.base(),
+        b.base(),
+        redis.url()
+    );
+    let gws = fleet(2, &yaml).await;
+    while a.count() == 0 {
+        gws[0]
+            .chat()
+            .await
+            .complete(chat_request("g", "hi"))
+            .await
+            .unwrap();
+    }
+    let mut admin = AdminServiceClient::new(gws[1].channel().await);
+    let started = Instant::now();
+    let cluster = loop {
+        let c = admin
+            .get_cluster(GetClusterRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        if c.replicas.len() == 2 {
+            break c;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "replicas never registered: {c:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(cluster.shared_state);
+    let mut addresses: Vec<String> = cluster.replicas.iter().map(|r| r.address.clone()).collect();
+    addresses.sort();
+    let mut expected: Vec<String> = gws.iter().map(|g| g.addr.to_string()).collect();
+    expected.sort();
+    assert_eq!(addresses, expected);
+    assert!(
+        cluster
+            .replicas
+            .iter()
+            .all(|r| r.version == env!("CARGO_PKG_VERSION") && r.last_heartbeat.is_some())
+    );
+    let dep = |id: &str| {
+        cluster
+            .deployments
+            .iter()
+            .find(|d| d.deployment_id == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        dep("a").health,
+        DeploymentHealth::CoolingDown as i32,
+        "cooled down by the other replica"
+    );
+    assert!(dep("a").cooldown_remaining_ms > 25_000, "{:?}", dep("a"));
+    assert_eq!(dep("b").health, DeploymentHealth::Healthy as i32);
+    assert_eq!(dep("b").model_group, "g");
+}

@@ -871,3 +871,23 @@ async fn shutdown_lets_an_open_stream_finish() {
     assert_eq!(text, "finish me please");
     stopping.await.unwrap();
 }
+
+#[tokio::test]
+async fn get_cluster_on_a_single_node_needs_the_master_key() {
+    use switchboard::proto::{GetClusterRequest, admin_service_client::AdminServiceClient};
+    let yaml = "model_list:\n  - {model_name: a, litellm_params: {model: gpt-4o, mock_response: x}}\ngeneral_settings: {master_key: sk-admin-test}\n";
+    let gw = Gateway::start(yaml).await;
+    let mut admin = AdminServiceClient::new(gw.channel().await);
+    let err = admin.get_cluster(GetClusterRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let mut req = tonic::Request::new(GetClusterRequest {});
+    req.metadata_mut()
+        .insert("authorization", "Bearer sk-admin-test".parse().unwrap());
+    let c = admin.get_cluster(req).await.unwrap().into_inner();
+    assert!(!c.shared_state);
+    assert_eq!(c.replicas.len(), 1);
+    assert_eq!(c.replicas[0].address, gw.addr.to_string());
+    assert_eq!(c.replicas[0].replica_id, c.replica_id);
+    assert_eq!(c.deployments.len(), 1);
+    assert_eq!(c.deployments[0].deployment_id, "a/gpt-4o");
+}

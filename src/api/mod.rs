@@ -1,6 +1,7 @@
 //! The caller-facing surfaces: gRPC services (and the HTTP routes on the same port), proto <->
 //! domain conversion, and the single error -> status mapping.
 
+mod admin;
 mod convert;
 pub mod error;
 mod grpc;
@@ -8,4 +9,5 @@ pub mod http;
 mod observe;
 mod validate;
 
+pub use admin::AdminApi;
 pub use grpc::{ChatApi, EmbeddingsApi, Gateway};

@@ -62,6 +62,44 @@ pub fn deployment_base(deployment: &str) -> String {
     format!("{PREFIX}:{{{deployment}}}")
 }
 
+/// The sorted set of replicas by last heartbeat (ms, server time).
+pub fn replicas_key() -> String {
+    format!("{PREFIX}:replicas")
+}
+
+/// Registers a replica: heartbeat in the sorted set, address and version beside it.
+/// ARGV = replica, address, version. Returns the heartbeat time (ms).
+pub static HEARTBEAT: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('SET', KEYS[1] .. ':' .. ARGV[1], ARGV[2] .. ' ' .. ARGV[3], 'PX', 60000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 600000)
+return now
+",
+    )
+});
+
+/// Live replicas: {id, 'address version', heartbeat ms, ...} for heartbeats in the last 10 s.
+pub static LIVE_REPLICAS: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], now - 10000, '+inf', 'WITHSCORES')
+local out = {}
+for i = 1, #ids, 2 do
+  table.insert(out, ids[i])
+  table.insert(out, redis.call('GET', KEYS[1] .. ':' .. ids[i]) or '')
+  table.insert(out, ids[i + 1])
+end
+return out
+",
+    )
+});
+
 /// The channel that carries health events (`cooldown <deployment> <until_ms>`, `healthy <deployment>`).
 pub fn events_channel() -> String {
     format!("{PREFIX}:events")

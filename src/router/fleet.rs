@@ -18,7 +18,9 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use futures_util::{StreamExt, future::BoxFuture};
 use tokio::time::Instant;
 
-use super::state::{DeploymentState, DeploymentView, Health, InFlight, LocalState, MinuteCounts, Outcome};
+use super::state::{
+    DeploymentState, DeploymentView, Health, InFlight, LocalState, MinuteCounts, Outcome, ReplicaInfo,
+};
 use crate::{
     cluster::redis::{self as r, Redis},
     domain::DeploymentId,
@@ -30,6 +32,8 @@ pub const SYNC_EVERY: Duration = Duration::from_millis(50);
 const IN_FLIGHT_TTL: Duration = Duration::from_secs(3);
 /// Bound on the admission and probe scripts: a slow Redis costs a request at most this much.
 const DECISION_TIMEOUT: Duration = Duration::from_millis(100);
+/// Replica heartbeat period, in sync ticks (one second).
+const HEARTBEAT_EVERY_TICKS: u32 = 20;
 /// How long a probe owner may take before another replica may probe.
 const PROBE_LEASE: Duration = Duration::from_secs(120);
 
@@ -62,6 +66,7 @@ struct Pending {
 pub struct FleetState {
     local: LocalState,
     replica: String,
+    address: String,
     redis: ArcSwapOption<Redis>,
     snapshot: ArcSwap<HashMap<DeploymentId, Fleet>>,
     pending: Mutex<HashMap<DeploymentId, Pending>>,
@@ -76,10 +81,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl FleetState {
     /// Starts the shared state: connects in the background (until then, and whenever Redis is
     /// unreachable, decisions are local) and keeps the snapshot in sync.
-    pub fn start(url: String, replica: String, deployments: Vec<DeploymentId>) -> Arc<FleetState> {
+    pub fn start(
+        url: String,
+        replica: String,
+        address: String,
+        deployments: Vec<DeploymentId>,
+    ) -> Arc<FleetState> {
         let state = Arc::new(FleetState {
             local: LocalState::default(),
             replica,
+            address,
             redis: ArcSwapOption::empty(),
             snapshot: ArcSwap::default(),
             pending: Mutex::default(),
@@ -251,6 +262,7 @@ async fn serve(state: Weak<FleetState>, redis: Arc<Redis>) {
     };
     let mut tick = tokio::time::interval(SYNC_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks = 0u32;
     loop {
         tokio::select! {
             msg = async { match &mut events { Some(e) => e.next().await, None => std::future::pending().await } } => {
@@ -262,6 +274,13 @@ async fn serve(state: Weak<FleetState>, redis: Arc<Redis>) {
             }
             _ = tick.tick() => {
                 let Some(s) = state.upgrade() else { return };
+                if ticks.is_multiple_of(HEARTBEAT_EVERY_TICKS) {
+                    let mut conn = redis.conn();
+                    let mut inv = r::HEARTBEAT.key(r::replicas_key());
+                    inv.arg(&s.replica).arg(&s.address).arg(env!("CARGO_PKG_VERSION"));
+                    let _ = tokio::time::timeout(Duration::from_secs(1), inv.invoke_async::<i64>(&mut conn)).await;
+                }
+                ticks = ticks.wrapping_add(1);
                 match tokio::time::timeout(Duration::from_secs(1), s.sync(&redis)).await {
                     Ok(Ok(())) => {
                         s.mark(true);
@@ -419,5 +438,32 @@ impl DeploymentState for FleetState {
 
     fn shared_state_ready(&self) -> bool {
         self.connected()
+    }
+
+    fn replicas(&self) -> BoxFuture<'_, Vec<ReplicaInfo>> {
+        Box::pin(async move {
+            let Some(redis) = self.redis() else {
+                return Vec::new();
+            };
+            let mut conn = redis.conn();
+            let inv = r::LIVE_REPLICAS.key(r::replicas_key());
+            let Ok(Ok(flat)) =
+                tokio::time::timeout(Duration::from_secs(1), inv.invoke_async::<Vec<String>>(&mut conn))
+                    .await
+            else {
+                return Vec::new();
+            };
+            flat.chunks_exact(3)
+                .map(|c| {
+                    let (address, version) = c[1].split_once(' ').unwrap_or((&c[1], ""));
+                    ReplicaInfo {
+                        id: c[0].clone(),
+                        address: address.to_string(),
+                        version: version.to_string(),
+                        last_heartbeat_ms: c[2].parse::<f64>().unwrap_or(0.0) as u64,
+                    }
+                })
+                .collect()
+        })
     }
 }

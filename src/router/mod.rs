@@ -26,7 +26,9 @@ use crate::{
 pub use fleet::FleetState;
 pub use run::Lease;
 use run::{Answer, Call, Ctx, Done, GroupError, GroupRun};
-pub use state::{DeploymentState, DeploymentView, Health, InFlight, LocalState, MinuteCounts, Outcome};
+pub use state::{
+    DeploymentState, DeploymentView, Health, InFlight, LocalState, MinuteCounts, Outcome, ReplicaInfo,
+};
 pub use stream::RoutedStream;
 pub use table::{Deployment, Group, RoutingTable};
 

@@ -90,6 +90,20 @@ pub trait DeploymentState: Send + Sync {
     fn shared_state_ready(&self) -> bool {
         true
     }
+    /// Live replicas of the fleet, from shared state; empty when state is not shared.
+    fn replicas(&self) -> BoxFuture<'_, Vec<ReplicaInfo>> {
+        Box::pin(std::future::ready(Vec::new()))
+    }
+}
+
+/// One live replica as the fleet registry sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaInfo {
+    pub id: String,
+    pub address: String,
+    pub version: String,
+    /// Unix milliseconds (Redis server time).
+    pub last_heartbeat_ms: u64,
 }
 
 /// Decrements the in-flight count when dropped (also when a request is cancelled mid-way).
