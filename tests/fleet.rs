@@ -448,3 +448,79 @@ async fn get_cluster_shows_every_replica_and_the_fleets_deployment_state() {
     assert_eq!(dep("b").health, DeploymentHealth::Healthy as i32);
     assert_eq!(dep("b").model_group, "g");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stopped_mid_load_fails_nothing_and_the_fleet_converges_after() {
+    let mut redis = RedisServer::start().await;
+    let a = FakeOpenAi::replying("a").await;
+    let b = FakeOpenAi::replying("b").await;
+    let yaml = format!(
+        "model_list:\n  - {{model_name: g, litellm_params: {{model: openai/m, api_base: \"{}\", rpm: 1000000}}, model_info: {{id: a}}}}\n  - {{model_name: g, litellm_params: {{model: openai/m, api_base: \"{}\", rpm: 1000000}}, model_info: {{id: b}}}}\nrouter_settings: {{redis_url: \"{}\", cooldown_time: 30}}\n",
+        a.base(),
+        b.base(),
+        redis.url()
+    );
+    let gws = fleet(3, &yaml).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for i in 0..12 {
+        let client = gws[i % 3].chat().await;
+        let stop = stop.clone();
+        workers.push(tokio::spawn(async move {
+            let (mut ok, mut failed, mut worst) = (0usize, 0usize, Duration::ZERO);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let t = Instant::now();
+                match client.clone().complete(chat_request("g", "hi")).await {
+                    Ok(_) => ok += 1,
+                    Err(_) => failed += 1,
+                }
+                worst = worst.max(t.elapsed());
+            }
+            (ok, failed, worst)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    redis.kill();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    redis.restart().await;
+    for gw in &gws {
+        wait_ready(gw).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut failed, mut worst) = (0, 0, Duration::ZERO);
+    for w in workers {
+        let (o, f, wst) = w.await.unwrap();
+        ok += o;
+        failed += f;
+        worst = worst.max(wst);
+    }
+    println!("redis stopped mid-load: {ok} ok, {failed} failed, slowest {worst:?}");
+    assert_eq!(failed, 0);
+    assert!(ok > 100, "load kept flowing: {ok}");
+    assert!(worst < Duration::from_millis(500), "slowest request {worst:?}");
+
+    // Converged: a cooldown set by one replica after the restart is honoured by the others again.
+    a.set(|_| Behavior::Error {
+        status: 429,
+        body: error_body("slow down", "requests", Some("rate_limit_exceeded")),
+        headers: vec![],
+    });
+    let before = a.count();
+    while a.count() == before {
+        gws[0]
+            .chat()
+            .await
+            .complete(chat_request("g", "hi"))
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let hit = a.count();
+    for gw in &gws[1..] {
+        for _ in 0..10 {
+            gw.chat().await.complete(chat_request("g", "hi")).await.unwrap();
+        }
+    }
+    assert_eq!(a.count(), hit, "after the restart, cooldowns are shared again");
+}
