@@ -97,12 +97,13 @@ const EMBEDDINGS_SERVICE: &str = "switchboard.v1.EmbeddingsService";
 /// Runs a call's work inside its server span and books the outcome (span, metrics, metadata).
 async fn served<T>(
     scope: Scope,
+    router: &Router,
     group: String,
     work: impl std::future::Future<Output = Result<(Response<T>, RouteInfo), ApiError>>,
 ) -> Result<Response<T>, Status> {
     match work.instrument(scope.span.clone()).await {
         Ok((mut resp, route)) => {
-            scope.ok(&route);
+            scope.ok(&route, &router.table());
             route_metadata(resp.metadata_mut(), &route);
             if let Ok(v) = scope.request_id.parse() {
                 resp.metadata_mut().insert("x-request-id", v);
@@ -124,7 +125,7 @@ impl pb::chat_service_server::ChatService for ChatApi {
     ) -> Result<Response<pb::ChatResponse>, Status> {
         let scope = Scope::grpc(CHAT_SERVICE, "Complete", request.metadata().as_ref());
         let group = request.get_ref().model.clone();
-        served(scope, group, async {
+        served(scope, &self.0.router, group, async {
             let ctx = self.0.context(request.metadata())?;
             let req = convert::chat_request(request.into_inner())?;
             let routed = self.0.router.chat(&req, ctx.deadline).await?;
@@ -143,7 +144,7 @@ impl pb::chat_service_server::ChatService for ChatApi {
         let scope = Scope::grpc(CHAT_SERVICE, "StreamComplete", request.metadata().as_ref());
         let group = request.get_ref().model.clone();
         let ttft = scope.clock();
-        served(scope, group, async {
+        served(scope, &self.0.router, group, async {
             let ctx = self.0.context(request.metadata())?;
             let req = convert::chat_request(request.into_inner())?;
             let stream = self.0.router.chat_stream(&req, ctx.deadline).await?;
@@ -224,7 +225,7 @@ impl pb::embeddings_service_server::EmbeddingsService for EmbeddingsApi {
     async fn embed(&self, request: Request<pb::EmbedRequest>) -> Result<Response<pb::EmbedResponse>, Status> {
         let scope = Scope::grpc(EMBEDDINGS_SERVICE, "Embed", request.metadata().as_ref());
         let group = request.get_ref().model.clone();
-        served(scope, group, async {
+        served(scope, &self.0.router, group, async {
             let ctx = self.0.context(request.metadata())?;
             let req = convert::embed_request(request.into_inner())?;
             let routed = self.0.router.embed(&req, ctx.deadline).await?;

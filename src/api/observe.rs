@@ -7,7 +7,7 @@ use tracing::field::Empty;
 
 use super::error::ApiError;
 use crate::{
-    router::{RouteError, RouteInfo},
+    router::{RouteError, RouteInfo, RoutingTable},
     telemetry::propagation,
 };
 
@@ -93,7 +93,7 @@ impl Scope {
     }
 
     /// Books a served request: span attributes and metrics.
-    pub fn ok(&self, route: &RouteInfo) {
+    pub fn ok(&self, route: &RouteInfo, table: &RoutingTable) {
         let s = &self.span;
         s.record("switchboard.model_group", route.group.as_str());
         s.record("switchboard.deployment.id", route.deployment.as_str());
@@ -107,7 +107,15 @@ impl Scope {
             _ => s.record("http.response.status_code", 200),
         };
         let total = self.elapsed();
-        self.count(route.group.to_string(), "ok".to_string(), total);
+        match table.groups.get(&route.group) {
+            // Handles registered with the routing table: no label keys built per request.
+            Some(g) => {
+                let m = &g.metrics[usize::from(self.surface == "http")];
+                m.count_ok.increment(1);
+                m.duration_ok.record(total.as_secs_f64());
+            }
+            None => self.count(route.group.to_string(), "ok".to_string(), total),
+        }
         metrics::histogram!("switchboard_overhead_seconds", "surface" => self.surface)
             .record(overhead(total, route).as_secs_f64());
     }

@@ -653,7 +653,7 @@ fn observe_attempt(
     took: Duration,
 ) {
     let provider = dep.provider.name();
-    let model = dep.provider.upstream_model().to_string();
+
     let usage = match result {
         Ok(Answer::Chat(r)) => {
             span.record("gen_ai.response.model", r.model.as_str());
@@ -688,6 +688,20 @@ fn observe_attempt(
             "gen_ai.usage.cache_read.input_tokens",
             u64::from(u.cached_prompt_tokens),
         );
+    }
+    // The common case (a chat attempt that answered) uses handles registered with the table.
+    if operation == "chat" && result.is_ok() {
+        let m = &dep.metrics;
+        m.ok.increment(1);
+        m.duration_ok.record(took.as_secs_f64());
+        if let Some(u) = usage {
+            m.tokens_in.record(f64::from(u.prompt_tokens));
+            m.tokens_out.record(f64::from(u.completion_tokens));
+        }
+        return;
+    }
+    let model = dep.provider.upstream_model().to_string();
+    if let Some(u) = usage {
         for (kind, n) in [("input", u.prompt_tokens), ("output", u.completion_tokens)] {
             metrics::histogram!("gen_ai_client_token_usage", "gen_ai_token_type" => kind, "gen_ai_operation_name" => operation,
                 "gen_ai_provider_name" => provider, "gen_ai_request_model" => model.clone())

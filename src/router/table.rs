@@ -42,6 +42,51 @@ pub struct Deployment {
     pub counter: super::fit::Counter,
     /// Upstream host, for `server.address` on attempt spans.
     pub server_address: Option<String>,
+    /// Success-path metric handles, registered once (label keys are not rebuilt per request).
+    pub metrics: AttemptMetrics,
+}
+
+/// Metric handles of one deployment's successful attempts.
+pub struct AttemptMetrics {
+    pub ok: metrics::Counter,
+    pub duration_ok: metrics::Histogram,
+    pub tokens_in: metrics::Histogram,
+    pub tokens_out: metrics::Histogram,
+}
+
+impl AttemptMetrics {
+    /// Handles for chat attempts (embeddings, rarer, build their labels per call).
+    fn new(id: &DeploymentId, provider: &'static str, model: &str) -> Self {
+        let operation = "chat";
+        let (id, model) = (id.to_string(), model.to_string());
+        let tokens = |kind: &'static str| {
+            metrics::histogram!("gen_ai_client_token_usage", "gen_ai_token_type" => kind, "gen_ai_operation_name" => operation,
+                "gen_ai_provider_name" => provider, "gen_ai_request_model" => model.clone())
+        };
+        Self {
+            ok: metrics::counter!("switchboard_upstream_attempts_total", "deployment" => id, "provider" => provider, "outcome" => "ok"),
+            duration_ok: metrics::histogram!("gen_ai_client_operation_duration_seconds", "gen_ai_operation_name" => operation,
+                "gen_ai_provider_name" => provider, "gen_ai_request_model" => model.clone(), "error_type" => ""),
+            tokens_in: tokens("input"),
+            tokens_out: tokens("output"),
+        }
+    }
+}
+
+/// Metric handles of one group's successful requests, per surface.
+pub struct RequestMetrics {
+    pub count_ok: metrics::Counter,
+    pub duration_ok: metrics::Histogram,
+}
+
+impl RequestMetrics {
+    pub fn new(surface: &'static str, group: &ModelGroup) -> Self {
+        let group = group.to_string();
+        Self {
+            count_ok: metrics::counter!("switchboard_requests_total", "surface" => surface, "model_group" => group.clone(), "status" => "ok"),
+            duration_ok: metrics::histogram!("switchboard_request_duration_seconds", "surface" => surface, "model_group" => group, "status" => "ok"),
+        }
+    }
 }
 
 pub struct Group {
@@ -58,6 +103,8 @@ pub struct Group {
     pub slot_freed: Arc<Notify>,
     /// Requests currently queued for a slot.
     pub queued: Arc<AtomicU32>,
+    /// Success-path request metrics: `[grpc, http]`.
+    pub metrics: [RequestMetrics; 2],
 }
 
 pub struct RoutingTable {
@@ -98,6 +145,10 @@ impl RoutingTable {
                     num_retries: s.num_retries_for(&name),
                     slot_freed: Arc::new(Notify::new()),
                     queued: Arc::default(),
+                    metrics: [
+                        RequestMetrics::new("grpc", &name),
+                        RequestMetrics::new("http", &name),
+                    ],
                     name: name.clone(),
                 };
                 (name, group)
@@ -111,6 +162,7 @@ impl RoutingTable {
 }
 
 fn deployment(d: &DeploymentConfig, pick_weight: f64, s: &RouterSettings, http: &HttpClient) -> Deployment {
+    let provider = providers::build(d, http);
     let timeout = d.timeout.unwrap_or(s.timeout);
     let ttft_timeout = d.stream_timeout.or(s.stream_timeout).unwrap_or(timeout);
     let price = match (d.input_cost_per_token, d.output_cost_per_token) {
@@ -120,7 +172,7 @@ fn deployment(d: &DeploymentConfig, pick_weight: f64, s: &RouterSettings, http: 
     Deployment {
         id: d.id.clone(),
         group: d.group.clone(),
-        provider: providers::build(d, http),
+        provider: provider.clone(),
         pick_weight,
         order: d.order,
         tags: d.tags.clone(),
@@ -142,6 +194,7 @@ fn deployment(d: &DeploymentConfig, pick_weight: f64, s: &RouterSettings, http: 
             .or(d.provider.default_api_base)
             .and_then(|b| b.parse::<http::Uri>().ok())
             .and_then(|u| u.host().map(str::to_string)),
+        metrics: AttemptMetrics::new(&d.id, provider.name(), provider.upstream_model()),
     }
 }
 

@@ -219,14 +219,14 @@ async fn chat(State(s): State<Http>, headers: HeaderMap, body: Body) -> Response
     let result = chat_inner(&s, &headers, body, &scope, &mut group)
         .instrument(scope.span.clone())
         .await;
-    finish(&scope, &group, result)
+    finish(&s, &scope, &group, result)
 }
 
 /// Books the outcome of an HTTP call and renders it.
-fn finish(scope: &Scope, group: &str, result: Result<(Response, RouteInfo), ApiError>) -> Response {
+fn finish(s: &Http, scope: &Scope, group: &str, result: Result<(Response, RouteInfo), ApiError>) -> Response {
     match result {
         Ok((mut resp, route)) => {
-            scope.ok(&route);
+            scope.ok(&route, &s.gateway.router.table());
             if let Ok(v) = HeaderValue::from_str(&scope.request_id) {
                 resp.headers_mut().insert("x-request-id", v);
             }
@@ -312,7 +312,7 @@ async fn embeddings(State(s): State<Http>, headers: HeaderMap, body: Body) -> Re
     let result = embeddings_inner(&s, &headers, body, &scope, &mut group)
         .instrument(scope.span.clone())
         .await;
-    finish(&scope, &group, result)
+    finish(&s, &scope, &group, result)
 }
 
 async fn embeddings_inner(
