@@ -53,17 +53,33 @@ pub async fn run_with(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let replica = format!("switchboard-{}-{:08x}", std::process::id(), fastrand::u32(..));
-    run_as(listeners, config, replica, shutdown).await
+    let options = Options {
+        replica_id: format!("switchboard-{}-{:08x}", std::process::id(), fastrand::u32(..)),
+        drain_timeout: std::time::Duration::from_secs(30),
+    };
+    run_as(listeners, config, options, shutdown).await
 }
 
-/// [`run_with`] under a given replica id (its identity in shared state, traces and metrics).
+/// How a gateway process runs.
+pub struct Options {
+    /// Its identity in shared state, traces and metrics.
+    pub replica_id: String,
+    /// After the shutdown signal, how long in-flight calls and streams may take to finish before the
+    /// remaining connections are closed.
+    pub drain_timeout: std::time::Duration,
+}
+
+/// [`run_with`] with explicit [`Options`].
 pub async fn run_as(
     listeners: Listeners,
     config: Config,
-    replica_id: String,
+    options: Options,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let Options {
+        replica_id,
+        drain_timeout,
+    } = options;
     let listener = listeners.main;
     if !config.ignored_keys.is_empty() {
         tracing::warn!(
@@ -168,8 +184,10 @@ pub async fn run_as(
                 .await
         })
     });
+    let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
     let drain = async move {
         shutdown.await;
+        let _ = draining_tx.send(());
         let _ = stop_tx.send(true);
         tracing::info!("shutting down: draining in-flight requests");
         readiness.set(false);
@@ -178,7 +196,23 @@ pub async fn run_as(
             .set_not_serving::<EmbeddingsServiceServer<EmbeddingsApi>>()
             .await;
     };
-    axum::serve(listener, app).with_graceful_shutdown(drain).await?;
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(drain)
+        .into_future();
+    tokio::pin!(server);
+    tokio::select! {
+        r = &mut server => r?,
+        // Draining is bounded: a stream that never ends must not keep the process alive forever.
+        () = async {
+            if draining_rx.await.is_ok() {
+                tokio::time::sleep(drain_timeout).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        } => {
+            tracing::warn!(timeout_s = drain_timeout.as_secs_f64(), "shutdown deadline passed: closing the remaining connections");
+        }
+    }
     if let Some(h) = http_server {
         h.await??;
     }

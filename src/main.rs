@@ -35,6 +35,9 @@ enum Command {
         /// This replica's id in traces, metrics and the cluster view (default: hostname-pid).
         #[arg(long, env = "SWITCHBOARD_REPLICA_ID")]
         replica_id: Option<String>,
+        /// Seconds that in-flight calls and streams get to finish after SIGTERM.
+        #[arg(long, env = "SWITCHBOARD_SHUTDOWN_TIMEOUT", default_value_t = 30.0)]
+        shutdown_timeout: f64,
     },
     /// Validate a config file and print the resolved model groups (never the secrets).
     CheckConfig { file: PathBuf },
@@ -85,6 +88,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             http_listen,
             log_format,
             replica_id,
+            shutdown_timeout,
         } => {
             let replica_id = replica_id.unwrap_or_else(default_replica_id);
             let telemetry = telemetry::init(log_format, &telemetry::TraceSettings::from_env(&replica_id))?;
@@ -101,7 +105,13 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                     None => None,
                 },
             };
-            let result = switchboard::app::run_as(listeners, config, replica_id, shutdown_signal()).await;
+            let drain_timeout = std::time::Duration::try_from_secs_f64(shutdown_timeout)
+                .map_err(|_| anyhow::anyhow!("--shutdown-timeout must be a number of seconds >= 0"))?;
+            let options = switchboard::app::Options {
+                replica_id,
+                drain_timeout,
+            };
+            let result = switchboard::app::run_as(listeners, config, options, shutdown_signal()).await;
             telemetry.shutdown().await;
             result
         }
