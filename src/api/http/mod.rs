@@ -271,23 +271,21 @@ async fn chat_inner(
     observe::first_chunk("http", &route, started.elapsed());
     let mut hdrs = HeaderMap::new();
     route_headers(&mut hdrs, routed.route(), started, &ignored);
-    let events = routed
-        .filter_map(move |item| async move {
-            Some(match item {
-                Ok(chunk) => wire::chunk_event(&chunk, include_usage).map(Bytes::from)?,
-                Err(e) => stream_error(e),
-            })
-        })
-        .chain(futures_util::stream::once(async {
-            Bytes::from_static(b"data: [DONE]\n\n")
-        }));
-    // After an error event the stream ends without [DONE], so clients can tell it failed.
-    let mut failed = false;
-    let events = events.take_while(move |b| {
-        let keep = !failed;
-        failed |= b.starts_with(b"data: {\"error\"");
-        let pass = keep && !(failed && b.as_ref() == b"data: [DONE]\n\n");
-        async move { pass }
+    // Chunks, then `[DONE]` on success; an error event ends the stream without
+    // `[DONE]`, so clients can tell it failed.
+    let events = futures_util::stream::unfold(Some(routed), move |state| async move {
+        let mut routed = state?;
+        loop {
+            match routed.next().await {
+                Some(Ok(chunk)) => {
+                    if let Some(event) = wire::chunk_event(&chunk, include_usage) {
+                        return Some((Bytes::from(event), Some(routed)));
+                    }
+                }
+                Some(Err(e)) => return Some((stream_error(e), None)),
+                None => return Some((Bytes::from_static(b"data: [DONE]\n\n"), None)),
+            }
+        }
     });
     let mut resp = Response::new(Body::from_stream(events.map(Ok::<_, Infallible>)));
     let h = resp.headers_mut();
