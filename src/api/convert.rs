@@ -8,7 +8,7 @@ use super::error::ApiError;
 use crate::{
     domain::{self as d, ModelGroup},
     proto as pb,
-    router::{RouteInfo, Routed},
+    router::RouteInfo,
 };
 
 use super::validate::{self, invalid};
@@ -316,14 +316,13 @@ fn message_out(m: d::Message) -> pb::Message {
     }
 }
 
-pub fn chat_response(r: Routed<d::ChatResponse>, cost: d::Cost) -> pb::ChatResponse {
-    let v = r.value;
+pub fn chat_response(v: d::ChatResponse, routed: &RouteInfo, cost: d::Cost) -> pb::ChatResponse {
     pb::ChatResponse {
         id: v.id,
         model: v.model,
         created: v.created,
         usage: Some(usage(&v.usage)),
-        route: Some(route(&r.route, cost)),
+        route: Some(route(routed, cost)),
         choices: v
             .choices
             .into_iter()
@@ -370,12 +369,11 @@ pub fn chat_chunk(c: d::ChatChunk) -> pb::ChatChunk {
     }
 }
 
-pub fn embed_response(r: Routed<d::EmbedResponse>, cost: d::Cost) -> pb::EmbedResponse {
-    let v = r.value;
+pub fn embed_response(v: d::EmbedResponse, routed: &RouteInfo, cost: d::Cost) -> pb::EmbedResponse {
     pb::EmbedResponse {
         model: v.model,
         usage: Some(usage(&v.usage)),
-        route: Some(route(&r.route, cost)),
+        route: Some(route(routed, cost)),
         data: v
             .data
             .into_iter()

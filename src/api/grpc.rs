@@ -17,7 +17,7 @@ use crate::{
     auth::{Authenticator, Principal},
     domain::Cost,
     proto as pb,
-    router::{RouteInfo, RoutedStream, Router},
+    router::{RouteInfo, Routed, RoutedStream, Router},
 };
 
 /// What every data-plane call needs before it is routed.
@@ -128,9 +128,11 @@ impl pb::chat_service_server::ChatService for ChatApi {
         served(scope, &self.0.router, group, async {
             let ctx = self.0.context(request.metadata())?;
             let req = convert::chat_request(request.into_inner())?;
-            let routed = self.0.router.chat(&req, ctx.deadline).await?;
-            let route = routed.route.clone();
-            Ok((Response::new(convert::chat_response(routed, Cost::ZERO)), route))
+            let Routed { value, route } = self.0.router.chat(&req, ctx.deadline).await?;
+            Ok((
+                Response::new(convert::chat_response(value, &route, Cost::ZERO)),
+                route,
+            ))
         })
         .await
     }
@@ -228,9 +230,11 @@ impl pb::embeddings_service_server::EmbeddingsService for EmbeddingsApi {
         served(scope, &self.0.router, group, async {
             let ctx = self.0.context(request.metadata())?;
             let req = convert::embed_request(request.into_inner())?;
-            let routed = self.0.router.embed(&req, ctx.deadline).await?;
-            let route = routed.route.clone();
-            Ok((Response::new(convert::embed_response(routed, Cost::ZERO)), route))
+            let Routed { value, route } = self.0.router.embed(&req, ctx.deadline).await?;
+            Ok((
+                Response::new(convert::embed_response(value, &route, Cost::ZERO)),
+                route,
+            ))
         })
         .await
     }
