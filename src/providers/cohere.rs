@@ -6,9 +6,9 @@ use serde_json::{Map, Value, json};
 
 use super::{
     ProviderError, client,
+    common::encode,
     common::{now, unsupported},
     http::{Decoded, Frame, HttpCall, StreamDecoder, Wire},
-    openai::encode,
 };
 use crate::{
     config::DeploymentConfig,

@@ -13,6 +13,12 @@ pub fn unsupported(param: &str, provider: &str) -> ProviderError {
     )
 }
 
+/// A request body as JSON bytes; a body that cannot be encoded is the caller's bad request.
+pub fn encode(body: &impl serde::Serialize) -> Result<Vec<u8>, ProviderError> {
+    serde_json::to_vec(body)
+        .map_err(|e| ProviderError::new(ErrorClass::BadRequest, format!("cannot encode request: {e}")))
+}
+
 /// Splits a `data:<mime>;base64,<data>` URL.
 pub fn data_url(url: &str) -> Option<(&str, &str)> {
     let rest = url.strip_prefix("data:")?;

@@ -6,9 +6,9 @@ use serde_json::{Map, Value, json};
 
 use super::{
     ProviderError, client,
+    common::encode,
     common::{data_url, now, unsupported},
     http::{Decoded, Frame, Framing, HttpCall, StreamDecoder, Wire},
-    openai::encode,
 };
 use crate::{
     config::DeploymentConfig,

@@ -8,8 +8,8 @@ use http::{HeaderMap, HeaderValue, Method, header};
 
 use super::{
     ProviderError,
+    common::encode,
     http::{HttpCall, StreamDecoder, Wire},
-    openai::encode,
 };
 use crate::{
     config::DeploymentConfig,

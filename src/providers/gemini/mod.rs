@@ -8,8 +8,8 @@ use http::{HeaderMap, Method, header};
 
 use super::{
     ProviderError,
+    common::encode,
     http::{Decoded, Frame, HttpCall, StreamDecoder, Wire},
-    openai::encode,
 };
 use crate::{
     config::DeploymentConfig,

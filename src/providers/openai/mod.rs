@@ -6,12 +6,13 @@ mod wire;
 use http::{HeaderMap, HeaderValue, Method, header};
 
 use super::{
-    ProviderError,
+    ProviderError, common,
+    common::encode,
     http::{Decoded, Frame, HttpCall, StreamDecoder, Wire},
 };
 use crate::{
     config::DeploymentConfig,
-    domain::{ChatRequest, ChatResponse, EmbedRequest, EmbedResponse, ErrorClass},
+    domain::{ChatRequest, ChatResponse, EmbedRequest, EmbedResponse},
 };
 
 pub struct OpenAi {
@@ -25,8 +26,8 @@ pub struct OpenAi {
 
 impl OpenAi {
     pub fn new(dep: &DeploymentConfig) -> Self {
-        let base = crate::providers::common::base_url(dep);
-        let headers = crate::providers::common::bearer_headers(dep);
+        let base = common::base_url(dep);
+        let headers = common::bearer_headers(dep);
         Self {
             name: dep.provider.name,
             model: dep.model.clone(),
@@ -39,9 +40,9 @@ impl OpenAi {
     /// Azure OpenAI: the deployment is in the URL, the key in `api-key`, the version in the query.
     pub fn azure(dep: &DeploymentConfig, api_version: &str) -> Self {
         let base = dep.api_base.as_deref().unwrap_or_default().trim_end_matches('/');
-        let mut headers = crate::providers::common::json_headers();
+        let mut headers = common::json_headers();
         if let Some(key) = &dep.api_key {
-            crate::providers::common::insert_secret(
+            common::insert_secret(
                 &mut headers,
                 http::HeaderName::from_static("api-key"),
                 key.expose(),
@@ -69,11 +70,6 @@ impl OpenAi {
             body: encode(body)?,
         })
     }
-}
-
-pub(super) fn encode(body: &impl serde::Serialize) -> Result<Vec<u8>, ProviderError> {
-    serde_json::to_vec(body)
-        .map_err(|e| ProviderError::new(ErrorClass::BadRequest, format!("cannot encode request: {e}")))
 }
 
 impl Wire for OpenAi {
