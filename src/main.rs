@@ -1,12 +1,10 @@
 //! The `switchboard` command: parse arguments, then hand over to `app` (serve) or a small client.
 
-use std::{io::Write as _, net::SocketAddr, path::PathBuf, process::ExitCode};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use futures_util::StreamExt;
 use switchboard::{
     config::Config,
-    proto::{self, chat_service_client::ChatServiceClient},
     telemetry::{self, LogFormat},
 };
 
@@ -137,7 +135,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             system,
             no_stream,
             prompt,
-        } => chat(url, key, model, system, prompt, !no_stream).await,
+        } => switchboard::api::client::chat(url, key, model, system, prompt, !no_stream).await,
     }
 }
 
@@ -167,74 +165,4 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-}
-
-async fn chat(
-    url: String,
-    key: Option<String>,
-    model: String,
-    system: Option<String>,
-    prompt: String,
-    stream: bool,
-) -> anyhow::Result<()> {
-    let mut client = ChatServiceClient::connect(url.clone())
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot connect to {url}: {e}"))?;
-    let text = |role: proto::Role, content: String| proto::Message {
-        role: role as i32,
-        content,
-        ..Default::default()
-    };
-    let mut messages = Vec::new();
-    if let Some(s) = system {
-        messages.push(text(proto::Role::System, s));
-    }
-    messages.push(text(proto::Role::User, prompt));
-    let mut request = tonic::Request::new(proto::ChatRequest {
-        model,
-        messages,
-        ..Default::default()
-    });
-    if let Some(key) = key {
-        request
-            .metadata_mut()
-            .insert("authorization", format!("Bearer {key}").parse()?);
-    }
-    let status = |s: tonic::Status| anyhow::anyhow!("{:?}: {}", s.code(), s.message());
-    let mut out = std::io::stdout();
-    let route = if stream {
-        let mut chunks = client
-            .stream_complete(request)
-            .await
-            .map_err(status)?
-            .into_inner();
-        let mut route = None;
-        while let Some(chunk) = chunks.next().await {
-            let chunk = chunk.map_err(status)?;
-            for c in &chunk.choices {
-                if let Some(d) = &c.delta {
-                    write!(out, "{}", d.content)?;
-                    out.flush()?;
-                }
-            }
-            route = route.or(chunk.route);
-        }
-        route
-    } else {
-        let resp = client.complete(request).await.map_err(status)?.into_inner();
-        for c in &resp.choices {
-            if let Some(m) = &c.message {
-                write!(out, "{}", m.content)?;
-            }
-        }
-        resp.route
-    };
-    writeln!(out)?;
-    if let Some(r) = route {
-        eprintln!(
-            "[{} via {} ({}), {} attempt(s)]",
-            r.model_group, r.deployment_id, r.upstream_model, r.attempts
-        );
-    }
-    Ok(())
 }

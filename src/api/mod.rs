@@ -2,6 +2,7 @@
 //! domain conversion, and the single error -> status mapping.
 
 mod admin;
+pub mod client;
 mod convert;
 pub mod error;
 mod grpc;
