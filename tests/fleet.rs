@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use common::{
     Gateway, chat_request,
     fake_openai::{Behavior, FakeOpenAi, error_body},
+    process::Process,
     reason,
     redis::RedisServer,
 };
@@ -200,46 +201,13 @@ async fn fleet_in_flight(redis: &RedisServer, deployment: &str) -> i64 {
 async fn a_killed_replicas_in_flight_requests_stop_counting_within_the_ttl() {
     let redis = RedisServer::start().await;
     let hung = FakeOpenAi::start(|_| Behavior::Hang).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "model_list:\n  - {{model_name: g, litellm_params: {{model: openai/m, api_base: \"{}\"}}, model_info: {{id: slow}}}}\nrouter_settings: {{redis_url: \"{}\"}}\n",
-            hung.base(),
-            redis.url()
-        ),
-    )
-    .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut replica = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--replica-id", "doomed"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}");
-    let started = Instant::now();
-    while common::http()
-        .get(format!("{url}/health/readiness"))
-        .send()
-        .await
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "replica process never became ready"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let channel = tonic::transport::Channel::from_shared(url)
+    let yaml = format!(
+        "model_list:\n  - {{model_name: g, litellm_params: {{model: openai/m, api_base: \"{}\"}}, model_info: {{id: slow}}}}\nrouter_settings: {{redis_url: \"{}\"}}\n",
+        hung.base(),
+        redis.url()
+    );
+    let mut replica = Process::serve(&yaml, &["--replica-id", "doomed"]).await;
+    let channel = tonic::transport::Channel::from_shared(replica.url.clone())
         .unwrap()
         .connect()
         .await
@@ -259,8 +227,7 @@ async fn a_killed_replicas_in_flight_requests_stop_counting_within_the_ttl() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    replica.kill().unwrap(); // SIGKILL: no chance to clean up
-    replica.wait().unwrap();
+    replica.sigkill();
     let killed = Instant::now();
     while fleet_in_flight(&redis, "slow").await != 0 {
         assert!(

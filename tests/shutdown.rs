@@ -2,103 +2,25 @@
 
 mod common;
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use common::{
     chat_request,
     fake_openai::{Behavior, FakeOpenAi, StreamEnd, reply_stream},
+    process::Process,
 };
 use futures_util::StreamExt;
 use switchboard::proto::chat_service_client::ChatServiceClient;
 
 const TEXT: &str = "one two three four five six seven eight nine ten";
 
-struct Replica {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Replica {
-    async fn start(upstream: &FakeOpenAi, extra: &[&str]) -> Replica {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("config.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "model_list:\n  - {{model_name: g, litellm_params: {{model: openai/m, api_base: \"{}\"}}}}\n",
-                upstream.base()
-            ),
-        )
-        .unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let url = format!("http://127.0.0.1:{port}");
-        let started = Instant::now();
-        while common::http()
-            .get(format!("{url}/health/readiness"))
-            .send()
-            .await
-            .map(|r| r.status() != 200)
-            .unwrap_or(true)
-        {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "the gateway process never became ready"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Replica {
-            child,
-            url,
-            _dir: dir,
-        }
-    }
-
-    fn sigterm(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// Waits for the process to exit; returns how long it took and whether it exited cleanly.
-    async fn exit(mut self, limit: Duration) -> (Duration, bool) {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return (started.elapsed(), status.success());
-            }
-            assert!(
-                started.elapsed() < limit,
-                "the process did not exit within {limit:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The binary serving one group `g` from `upstream`.
+async fn replica(upstream: &FakeOpenAi, extra: &[&str]) -> Process {
+    let yaml = format!(
+        "model_list:\n  - {{model_name: g, litellm_params: {{model: openai/m, api_base: \"{}\"}}}}\n",
+        upstream.base()
+    );
+    Process::serve(&yaml, extra).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,7 +31,7 @@ async fn sigterm_lets_twenty_open_streams_finish() {
         end: StreamEnd::Done,
     })
     .await;
-    let replica = Replica::start(&upstream, &[]).await;
+    let replica = replica(&upstream, &[]).await;
     let channel = tonic::transport::Channel::from_shared(replica.url.clone())
         .unwrap()
         .connect()
@@ -172,7 +94,7 @@ async fn a_stream_that_never_ends_cannot_hold_shutdown_past_the_deadline() {
         }
     })
     .await;
-    let replica = Replica::start(&upstream, &["--shutdown-timeout", "0.5"]).await;
+    let replica = replica(&upstream, &["--shutdown-timeout", "0.5"]).await;
     let channel = tonic::transport::Channel::from_shared(replica.url.clone())
         .unwrap()
         .connect()

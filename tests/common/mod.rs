@@ -4,6 +4,7 @@
 pub mod dialects;
 pub mod fake_openai;
 pub mod fake_provider;
+pub mod process;
 pub mod redis;
 
 use std::{net::SocketAddr, time::Duration};
