@@ -99,17 +99,6 @@ impl ChatRequest {
             routing: RoutingOptions::default(),
         }
     }
-
-    /// A rough prompt size in tokens (about four characters per token), for usage caps and
-    /// context-window checks before the provider reports real numbers.
-    pub fn estimated_prompt_tokens(&self) -> u64 {
-        let chars: usize = self
-            .messages
-            .iter()
-            .map(|m| m.content.joined_text().chars().count() + 16)
-            .sum();
-        chars.div_ceil(4) as u64
-    }
 }
 
 impl Message {

@@ -59,18 +59,16 @@ pub struct Prompt<'a> {
 
 fn texts(req: &ChatRequest) -> impl Iterator<Item = &str> {
     req.messages.iter().flat_map(|m| {
-        let parts: Vec<&str> = match &m.content {
-            Content::Text(t) => vec![t.as_str()],
-            Content::Parts(p) => p
-                .iter()
-                .filter_map(|p| match p {
-                    ContentPart::Text(t) => Some(t.as_str()),
-                    ContentPart::Image { .. } => None,
-                })
-                .collect(),
+        let (text, parts) = match &m.content {
+            Content::Text(t) => (Some(t.as_str()), None),
+            Content::Parts(p) => (None, Some(p)),
         };
-        parts
-            .into_iter()
+        let parts = parts.into_iter().flatten().filter_map(|p| match p {
+            ContentPart::Text(t) => Some(t.as_str()),
+            ContentPart::Image { .. } => None,
+        });
+        text.into_iter()
+            .chain(parts)
             .chain(m.tool_calls.iter().map(|c| c.arguments.as_str()))
             .chain(m.name.as_deref())
     })
@@ -109,7 +107,8 @@ impl<'a> Prompt<'a> {
         self.messages * PER_MESSAGE + PRIMER
     }
 
-    /// Prompt tokens as the router reports them when it refuses a prompt.
+    /// Prompt tokens before the provider reports real numbers (about four characters per token plus
+    /// per-message overhead): reserved against usage caps, and reported when a prompt is refused.
     pub fn estimate(&self) -> u64 {
         self.chars.div_ceil(4) + self.overhead()
     }

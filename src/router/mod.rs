@@ -137,11 +137,12 @@ impl Router {
         req: &ChatRequest,
         deadline: Option<Instant>,
     ) -> Result<Routed<ChatResponse>, RouteError> {
+        let prompt = fit::Prompt::chat(req);
         let ctx = Ctx {
             routing: &req.routing,
             deadline,
-            tokens: req.estimated_prompt_tokens(),
-            prompt: fit::Prompt::chat(req),
+            tokens: prompt.estimate(),
+            prompt,
         };
         let (done, route) = self.route(&req.model, &ctx, Call::Chat(req)).await?;
         let Answer::Chat(value) = done.answer else {
@@ -176,11 +177,12 @@ impl Router {
         req: &ChatRequest,
         deadline: Option<Instant>,
     ) -> Result<RoutedStream, RouteError> {
+        let prompt = fit::Prompt::chat(req);
         let ctx = Ctx {
             routing: &req.routing,
             deadline,
-            tokens: req.estimated_prompt_tokens(),
-            prompt: fit::Prompt::chat(req),
+            tokens: prompt.estimate(),
+            prompt,
         };
         let (done, route) = self.route(&req.model, &ctx, Call::Stream(req)).await?;
         let max_duration = self.table().settings.max_stream_duration;

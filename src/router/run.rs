@@ -151,8 +151,7 @@ impl GroupRun<'_> {
                 ErrorClass::ContextWindowExceeded,
                 format!(
                     "a prompt of about {} tokens exceeds max_input_tokens of every deployment of {}",
-                    self.ctx.prompt.estimate(),
-                    group.name
+                    self.ctx.tokens, group.name
                 ),
             )));
         }
