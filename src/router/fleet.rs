@@ -30,6 +30,8 @@ use crate::{
 pub const SYNC_EVERY: Duration = Duration::from_millis(50);
 /// A replica's in-flight counts stop counting this long after its last publication (it died).
 const IN_FLIGHT_TTL: Duration = Duration::from_secs(3);
+/// An unchanged deployment is republished this often, to keep our in-flight entry alive.
+const REFRESH_EVERY: Duration = Duration::from_secs(1);
 /// Bound on the admission and probe scripts: a slow Redis costs a request at most this much.
 const DECISION_TIMEOUT: Duration = Duration::from_millis(100);
 /// Replica heartbeat period, in sync ticks (one second).
@@ -61,6 +63,9 @@ struct Pending {
     tokens: i64,
     /// Our in-flight count as last published (part of the fleet's total in the snapshot).
     published_in_flight: u32,
+    /// Our latency and time-to-first-token (us) as last published, and when we last published.
+    published_timing: (u64, u64),
+    published_at: Option<Instant>,
 }
 
 pub struct FleetState {
@@ -156,29 +161,42 @@ impl FleetState {
         self.snapshot.store(Arc::new(map));
     }
 
-    /// Publishes our counts and reads everyone's, for every deployment, in one pipelined burst.
+    /// After a failed sync nothing we published is known to have landed: publish all on the next.
+    fn republish_everything(&self) {
+        for p in lock(&self.pending).values_mut() {
+            p.published_at = None;
+        }
+    }
+
+    /// Publishes our counts where they changed (or to keep them alive) and reads everyone's, for
+    /// every deployment, in one pipelined burst.
     async fn sync(&self, redis: &Redis) -> redis::RedisResult<()> {
         let ids = lock(&self.deployments).clone();
         let mut views = Vec::with_capacity(ids.len());
         self.local.views(&ids, &mut views);
         let us = |d: Option<Duration>| d.map_or(0, |d| d.as_micros().max(1) as u64);
+        let now = Instant::now();
         let updates: Vec<(DeploymentId, u32, Pending, u64, u64)> = {
             let mut pending = lock(&self.pending);
             ids.iter()
                 .zip(&views)
-                .map(|(id, v)| {
+                .filter_map(|(id, v)| {
                     let p = pending.entry(id.clone()).or_default();
-                    let taken = Pending {
-                        ok: p.ok,
-                        fail: p.fail,
-                        tokens: p.tokens,
-                        published_in_flight: v.in_flight,
-                    };
-                    p.ok = 0;
-                    p.fail = 0;
-                    p.tokens = 0;
+                    let timing = (us(v.latency), us(v.ttft));
+                    let changed = p.ok > 0
+                        || p.fail > 0
+                        || p.tokens != 0
+                        || p.published_in_flight != v.in_flight
+                        || p.published_timing != timing;
+                    let stale = p.published_at.is_none_or(|at| now - at >= REFRESH_EVERY);
+                    if !changed && !stale {
+                        return None;
+                    }
+                    let taken = std::mem::take(p);
                     p.published_in_flight = v.in_flight;
-                    (id.clone(), v.in_flight, taken, us(v.latency), us(v.ttft))
+                    p.published_timing = timing;
+                    p.published_at = Some(now);
+                    Some((id.clone(), v.in_flight, taken, timing.0, timing.1))
                 })
                 .collect()
         };
@@ -290,6 +308,7 @@ async fn serve(state: Weak<FleetState>, redis: Arc<Redis>) {
                     }
                     _ => {
                         s.mark(false);
+                        s.republish_everything();
                         return;
                     }
                 }
