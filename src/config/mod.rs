@@ -14,7 +14,7 @@ use std::{collections::HashMap, fmt::Write as _, path::Path, time::Duration};
 use serde_json::Value;
 
 use crate::domain::{DeploymentId, ModelGroup, Secret};
-pub use providers::{ProviderSpec, WireFormat};
+pub use providers::{Endpoint, ProviderSpec, WireFormat};
 pub use router::{ClassPolicy, Fallbacks, GroupSettings, Hedge, RouterSettings, RoutingStrategy};
 
 /// A config that passed validation. Cheap to share behind an `Arc`; replaced whole on reload.
@@ -153,11 +153,12 @@ impl Config {
         for g in groups {
             let _ = writeln!(out, "{g}:");
             for d in self.deployments.iter().filter(|d| &d.group == g) {
-                let target = match (&d.mock_response, &d.api_base, d.provider.default_api_base) {
+                let target = match (&d.mock_response, &d.api_base, d.provider.endpoint) {
                     (Some(_), _, _) => "mock_response".to_string(),
                     (None, Some(base), _) => base.clone(),
-                    (None, None, Some(base)) => base.to_string(),
-                    (None, None, None) => "(no api_base)".to_string(),
+                    (None, None, Endpoint::Fixed(base)) => base.to_string(),
+                    (None, None, Endpoint::Derived) => "(from region/location)".to_string(),
+                    (None, None, Endpoint::Required) => "(no api_base)".to_string(),
                 };
                 let _ = writeln!(
                     out,
@@ -236,10 +237,7 @@ fn validate(
             .or_else(|| provider.base_env.iter().find_map(|name| lookup(name)));
         if let Some(base) = &api_base {
             check_url(base).map_err(|msg| ConfigError::at(at("litellm_params.api_base"), msg))?;
-        } else if provider.default_api_base.is_none()
-            && p.mock_response.is_none()
-            && provider.wire != WireFormat::Bedrock
-        {
+        } else if provider.endpoint == Endpoint::Required && p.mock_response.is_none() {
             return Err(ConfigError::at(
                 at("litellm_params.api_base"),
                 format!("is required for provider {:?}", provider.name),

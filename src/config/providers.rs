@@ -22,14 +22,35 @@ pub enum WireFormat {
     Vertex,
 }
 
+/// Where a provider's requests go when a deployment sets no `api_base`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// A public service at a fixed URL.
+    Fixed(&'static str),
+    /// The provider builds it from other parameters (Bedrock's region, Vertex AI's location).
+    Derived,
+    /// Self-hosted or per-tenant (Azure, vLLM): the deployment must say.
+    Required,
+}
+
+impl ProviderSpec {
+    /// The URL used when the deployment sets no `api_base`, where there is a fixed one.
+    pub fn default_base(&self) -> Option<&'static str> {
+        match self.endpoint {
+            Endpoint::Fixed(url) => Some(url),
+            Endpoint::Derived | Endpoint::Required => None,
+        }
+    }
+}
+
 /// One provider prefix: `openai/`, `groq/`, ...
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProviderSpec {
     /// The prefix as written in config, also reported as the `provider` of a route.
     pub name: &'static str,
     pub wire: WireFormat,
-    /// Used when the deployment sets no `api_base`.
-    pub default_api_base: Option<&'static str>,
+    /// Where requests go when the deployment sets no `api_base`.
+    pub endpoint: Endpoint,
     /// Environment variables tried, in order, when the deployment sets no `api_key`.
     pub key_env: &'static [&'static str],
     /// Environment variables tried, in order, when the deployment sets no `api_base`.
@@ -44,7 +65,10 @@ const fn openai_compatible(
     ProviderSpec {
         name,
         wire: WireFormat::OpenAi,
-        default_api_base: base,
+        endpoint: match base {
+            Some(url) => Endpoint::Fixed(url),
+            None => Endpoint::Required,
+        },
         key_env,
         base_env: &[],
     }
@@ -90,56 +114,56 @@ pub const PROVIDERS: &[ProviderSpec] = &[
     ProviderSpec {
         name: "azure",
         wire: WireFormat::Azure,
-        default_api_base: None,
+        endpoint: Endpoint::Required,
         key_env: &["AZURE_API_KEY", "AZURE_OPENAI_API_KEY"],
         base_env: &["AZURE_API_BASE", "AZURE_OPENAI_ENDPOINT"],
     },
     ProviderSpec {
         name: "anthropic",
         wire: WireFormat::Anthropic,
-        default_api_base: Some("https://api.anthropic.com"),
+        endpoint: Endpoint::Fixed("https://api.anthropic.com"),
         key_env: &["ANTHROPIC_API_KEY"],
         base_env: &[],
     },
     ProviderSpec {
         name: "gemini",
         wire: WireFormat::Gemini,
-        default_api_base: Some("https://generativelanguage.googleapis.com"),
+        endpoint: Endpoint::Fixed("https://generativelanguage.googleapis.com"),
         key_env: &["GEMINI_API_KEY", "GOOGLE_API_KEY"],
         base_env: &[],
     },
     ProviderSpec {
         name: "ollama",
         wire: WireFormat::Ollama,
-        default_api_base: Some("http://localhost:11434"),
+        endpoint: Endpoint::Fixed("http://localhost:11434"),
         key_env: &[],
         base_env: &["OLLAMA_API_BASE"],
     },
     ProviderSpec {
         name: "ollama_chat",
         wire: WireFormat::Ollama,
-        default_api_base: Some("http://localhost:11434"),
+        endpoint: Endpoint::Fixed("http://localhost:11434"),
         key_env: &[],
         base_env: &["OLLAMA_API_BASE"],
     },
     ProviderSpec {
         name: "cohere",
         wire: WireFormat::Cohere,
-        default_api_base: Some("https://api.cohere.com"),
+        endpoint: Endpoint::Fixed("https://api.cohere.com"),
         key_env: &["COHERE_API_KEY", "CO_API_KEY"],
         base_env: &[],
     },
     ProviderSpec {
         name: "bedrock",
         wire: WireFormat::Bedrock,
-        default_api_base: None,
+        endpoint: Endpoint::Derived,
         key_env: &["AWS_BEARER_TOKEN_BEDROCK"],
         base_env: &[],
     },
     ProviderSpec {
         name: "vertex_ai",
         wire: WireFormat::Vertex,
-        default_api_base: Some("https://aiplatform.googleapis.com"),
+        endpoint: Endpoint::Derived,
         key_env: &["VERTEX_ACCESS_TOKEN"],
         base_env: &[],
     },

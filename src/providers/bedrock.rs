@@ -348,6 +348,10 @@ impl Wire for Bedrock {
         &self.model
     }
 
+    fn endpoint(&self) -> &str {
+        &self.base
+    }
+
     fn framing(&self) -> Framing {
         Framing::AwsEventStream
     }

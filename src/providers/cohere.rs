@@ -203,6 +203,10 @@ impl Wire for Cohere {
         &self.model
     }
 
+    fn endpoint(&self) -> &str {
+        &self.base
+    }
+
     fn chat_call(&self, req: &ChatRequest, stream: bool) -> Result<HttpCall, ProviderError> {
         self.call(
             "/v2/chat",

@@ -56,7 +56,7 @@ pub fn insert_secret(headers: &mut http::HeaderMap, name: http::HeaderName, valu
 pub fn base_url(dep: &crate::config::DeploymentConfig) -> String {
     dep.api_base
         .as_deref()
-        .or(dep.provider.default_api_base)
+        .or(dep.provider.default_base())
         .unwrap_or_default()
         .trim_end_matches('/')
         .to_string()

@@ -59,6 +59,8 @@ pub trait StreamDecoder: Send {
 pub trait Wire: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     fn model(&self) -> &str;
+    /// A URL this wire calls; its host is the `server.address` of attempt spans.
+    fn endpoint(&self) -> &str;
     fn chat_call(&self, req: &ChatRequest, stream: bool) -> Result<HttpCall, ProviderError>;
     fn parse_chat(&self, req: &ChatRequest, body: &[u8]) -> Result<ChatResponse, ProviderError>;
     fn framing(&self) -> Framing {
@@ -95,11 +97,21 @@ pub trait Wire: Send + Sync + 'static {
 pub struct HttpProvider<W> {
     wire: W,
     http: HttpClient,
+    server_address: Option<String>,
 }
 
 impl<W: Wire> HttpProvider<W> {
     pub fn new(wire: W, http: HttpClient) -> Self {
-        Self { wire, http }
+        let server_address = wire
+            .endpoint()
+            .parse::<http::Uri>()
+            .ok()
+            .and_then(|u| u.host().map(str::to_string));
+        Self {
+            wire,
+            http,
+            server_address,
+        }
     }
 
     async fn send(&self, mut call: HttpCall) -> Result<reqwest::Response, ProviderError> {
@@ -131,6 +143,10 @@ impl<W: Wire> Provider for HttpProvider<W> {
 
     fn upstream_model(&self) -> &str {
         self.wire.model()
+    }
+
+    fn server_address(&self) -> Option<&str> {
+        self.server_address.as_deref()
     }
 
     fn chat<'a>(&'a self, req: &'a ChatRequest) -> BoxFuture<'a, Result<ChatResponse, ProviderError>> {

@@ -57,6 +57,10 @@ pub trait Provider: Send + Sync {
     fn name(&self) -> &'static str;
     /// Model name sent upstream.
     fn upstream_model(&self) -> &str;
+    /// The upstream host, where there is one.
+    fn server_address(&self) -> Option<&str> {
+        None
+    }
     fn chat<'a>(&'a self, req: &'a ChatRequest) -> BoxFuture<'a, Result<ChatResponse, ProviderError>>;
     /// Resolves once the upstream accepted the request (status and headers received).
     fn chat_stream<'a>(&'a self, req: &'a ChatRequest) -> BoxFuture<'a, Result<ChunkStream, ProviderError>>;
@@ -89,5 +93,38 @@ pub fn build(dep: &DeploymentConfig, http: &HttpClient) -> Arc<dyn Provider> {
         WireFormat::Cohere => Arc::new(http::HttpProvider::new(cohere::Cohere::new(dep), http.clone())),
         WireFormat::Bedrock => Arc::new(http::HttpProvider::new(bedrock::Bedrock::new(dep), http.clone())),
         WireFormat::Vertex => Arc::new(http::HttpProvider::new(gemini::Gemini::vertex(dep), http.clone())),
+    }
+}
+
+#[cfg(test)]
+mod endpoint_tests {
+    use super::*;
+    use crate::config::Config;
+
+    /// The host each provider really calls: fixed, derived from region/location, or overridden.
+    #[test]
+    fn server_address_is_the_host_the_provider_calls() {
+        let yaml = "model_list:
+  - {model_name: a, litellm_params: {model: openai/gpt-4o}}
+  - {model_name: b, litellm_params: {model: bedrock/anthropic.claude-3-haiku, aws_region_name: us-west-2}}
+  - {model_name: c, litellm_params: {model: vertex_ai/gemini-1.5-pro, vertex_project: p, vertex_location: europe-west4, api_key: t}}
+  - {model_name: d, litellm_params: {model: vertex_ai/gemini-1.5-pro, vertex_project: p, vertex_location: global, api_key: t}}
+  - {model_name: e, litellm_params: {model: openai/llama3, api_base: 'http://vllm.internal:8000/v1'}}
+";
+        let config = Config::parse(yaml, &|_| None).unwrap();
+        let http = HttpClient::new().unwrap();
+        let hosts: Vec<Option<String>> = config
+            .deployments
+            .iter()
+            .map(|d| build(d, &http).server_address().map(str::to_string))
+            .collect();
+        let want = [
+            "api.openai.com",
+            "bedrock-runtime.us-west-2.amazonaws.com",
+            "europe-west4-aiplatform.googleapis.com",
+            "aiplatform.googleapis.com",
+            "vllm.internal",
+        ];
+        assert_eq!(hosts, want.map(|h| Some(h.to_string())));
     }
 }

@@ -234,6 +234,10 @@ impl Wire for Ollama {
         &self.model
     }
 
+    fn endpoint(&self) -> &str {
+        &self.base
+    }
+
     fn framing(&self) -> Framing {
         Framing::Ndjson
     }

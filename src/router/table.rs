@@ -188,12 +188,7 @@ fn deployment(d: &DeploymentConfig, pick_weight: f64, s: &RouterSettings, http: 
         price,
         max_input_tokens: d.max_input_tokens,
         counter: super::fit::Counter::for_model(&d.model),
-        server_address: d
-            .api_base
-            .as_deref()
-            .or(d.provider.default_api_base)
-            .and_then(|b| b.parse::<http::Uri>().ok())
-            .and_then(|u| u.host().map(str::to_string)),
+        server_address: provider.server_address().map(str::to_string),
         metrics: AttemptMetrics::new(&d.id, provider.name(), provider.upstream_model()),
     }
 }

@@ -61,6 +61,10 @@ impl Wire for Anthropic {
         &self.model
     }
 
+    fn endpoint(&self) -> &str {
+        &self.url
+    }
+
     fn chat_call(&self, req: &ChatRequest, stream: bool) -> Result<HttpCall, ProviderError> {
         let body = wire::request(req, &self.model, stream, self.drop_params)?;
         let mut headers = self.headers.clone();

@@ -101,6 +101,10 @@ impl Wire for Gemini {
         &self.model
     }
 
+    fn endpoint(&self) -> &str {
+        &self.base
+    }
+
     fn chat_call(&self, req: &ChatRequest, stream: bool) -> Result<HttpCall, ProviderError> {
         let body = wire::request(req, self.drop_params)?;
         let url = if stream {

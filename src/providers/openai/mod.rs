@@ -81,6 +81,10 @@ impl Wire for OpenAi {
         &self.model
     }
 
+    fn endpoint(&self) -> &str {
+        &self.chat_url
+    }
+
     fn chat_call(&self, req: &ChatRequest, stream: bool) -> Result<HttpCall, ProviderError> {
         self.call(&self.chat_url, &wire::chat_body(req, &self.model, stream), stream)
     }
