@@ -102,6 +102,14 @@ impl ChatRequest {
 }
 
 impl Message {
+    /// An assistant answer: its text and the tools it calls.
+    pub fn assistant(text: impl Into<String>, tool_calls: Vec<ToolCall>) -> Self {
+        Self {
+            tool_calls,
+            ..Self::text(Role::Assistant, text)
+        }
+    }
+
     pub fn text(role: Role, text: impl Into<String>) -> Self {
         Self {
             role,
@@ -242,6 +250,31 @@ pub struct ChatResponse {
     pub choices: Vec<Choice>,
     pub usage: Usage,
     pub system_fingerprint: Option<String>,
+}
+
+impl ChatResponse {
+    /// An answer with one choice, as providers without `n` give it.
+    pub fn single(
+        id: String,
+        model: String,
+        created: i64,
+        message: Message,
+        finish_reason: FinishReason,
+        usage: Usage,
+    ) -> Self {
+        Self {
+            id,
+            model,
+            created,
+            choices: vec![Choice {
+                index: 0,
+                message,
+                finish_reason: Some(finish_reason),
+            }],
+            usage,
+            system_fingerprint: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -15,7 +15,7 @@ use super::{
 use crate::{
     config::DeploymentConfig,
     domain::{
-        ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Content, ContentPart, Delta, EmbedRequest,
+        ChatChunk, ChatRequest, ChatResponse, ChunkChoice, Content, ContentPart, Delta, EmbedRequest,
         EmbedResponse, ErrorClass, FinishReason, Message, ResponseFormat, Role, ToolCall, ToolCallDelta,
         ToolChoice, Usage,
     },
@@ -396,21 +396,14 @@ impl Wire for Bedrock {
                 }
             }
         }
-        Ok(ChatResponse {
-            id: String::new(),
-            model: self.model.clone(),
-            created: now(),
-            choices: vec![Choice {
-                index: 0,
-                finish_reason: Some(finish(v["stopReason"].as_str().unwrap_or("end_turn"), json_mode)),
-                message: Message {
-                    tool_calls: calls,
-                    ..Message::text(Role::Assistant, text)
-                },
-            }],
-            usage: usage(&v["usage"]),
-            system_fingerprint: None,
-        })
+        Ok(ChatResponse::single(
+            String::new(),
+            self.model.clone(),
+            now(),
+            Message::assistant(text, calls),
+            finish(v["stopReason"].as_str().unwrap_or("end_turn"), json_mode),
+            usage(&v["usage"]),
+        ))
     }
 
     fn stream_decoder(&self, req: &ChatRequest) -> Box<dyn StreamDecoder> {

@@ -13,7 +13,7 @@ use super::{
 use crate::{
     config::DeploymentConfig,
     domain::{
-        ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Content, ContentPart, Delta, EmbedRequest,
+        ChatChunk, ChatRequest, ChatResponse, ChunkChoice, Content, ContentPart, Delta, EmbedRequest,
         EmbedResponse, ErrorClass, FinishReason, Message, ResponseFormat, Role, ToolCall, ToolCallDelta,
         ToolChoice, Usage,
     },
@@ -251,21 +251,14 @@ impl Wire for Cohere {
                     .collect()
             })
             .unwrap_or_default();
-        Ok(ChatResponse {
-            id: v["id"].as_str().unwrap_or_default().to_string(),
-            model: self.model.clone(),
-            created: now(),
-            choices: vec![Choice {
-                index: 0,
-                finish_reason: Some(finish(v["finish_reason"].as_str().unwrap_or("COMPLETE"))),
-                message: Message {
-                    tool_calls: calls,
-                    ..Message::text(Role::Assistant, text)
-                },
-            }],
-            usage: usage(&v["usage"]),
-            system_fingerprint: None,
-        })
+        Ok(ChatResponse::single(
+            v["id"].as_str().unwrap_or_default().to_string(),
+            self.model.clone(),
+            now(),
+            Message::assistant(text, calls),
+            finish(v["finish_reason"].as_str().unwrap_or("COMPLETE")),
+            usage(&v["usage"]),
+        ))
     }
 
     fn stream_decoder(&self, _req: &ChatRequest) -> Box<dyn StreamDecoder> {

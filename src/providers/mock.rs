@@ -55,18 +55,14 @@ impl Provider for Mock {
 
     fn chat<'a>(&'a self, req: &'a ChatRequest) -> BoxFuture<'a, Result<ChatResponse, ProviderError>> {
         Box::pin(async move {
-            Ok(ChatResponse {
-                id: "chatcmpl-mock".into(),
-                model: self.model.clone(),
-                created: now(),
-                choices: vec![Choice {
-                    index: 0,
-                    message: Message::text(Role::Assistant, self.text.clone()),
-                    finish_reason: Some(FinishReason::Stop),
-                }],
-                usage: Usage::new(prompt_tokens(req), estimate_tokens(&self.text)),
-                system_fingerprint: None,
-            })
+            Ok(ChatResponse::single(
+                "chatcmpl-mock".into(),
+                self.model.clone(),
+                now(),
+                Message::text(Role::Assistant, self.text.clone()),
+                FinishReason::Stop,
+                Usage::new(prompt_tokens(req), estimate_tokens(&self.text)),
+            ))
         })
     }
 

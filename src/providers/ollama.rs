@@ -13,7 +13,7 @@ use super::{
 use crate::{
     config::DeploymentConfig,
     domain::{
-        ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Content, ContentPart, Delta, EmbedRequest,
+        ChatChunk, ChatRequest, ChatResponse, ChunkChoice, Content, ContentPart, Delta, EmbedRequest,
         EmbedResponse, ErrorClass, FinishReason, Message, ResponseFormat, Role, ToolCall, ToolCallDelta,
         ToolChoice, Usage,
     },
@@ -254,21 +254,15 @@ impl Wire for Ollama {
         }
         let calls = tool_calls(&v, &mut 0);
         let text = v["message"]["content"].as_str().unwrap_or_default();
-        Ok(ChatResponse {
-            id: String::new(),
-            model: v["model"].as_str().unwrap_or(&self.model).to_string(),
-            created: now(),
-            choices: vec![Choice {
-                index: 0,
-                finish_reason: Some(finish(&v, !calls.is_empty())),
-                message: Message {
-                    tool_calls: calls,
-                    ..Message::text(Role::Assistant, text)
-                },
-            }],
-            usage: usage(&v),
-            system_fingerprint: None,
-        })
+        let finish_reason = finish(&v, !calls.is_empty());
+        Ok(ChatResponse::single(
+            String::new(),
+            v["model"].as_str().unwrap_or(&self.model).to_string(),
+            now(),
+            Message::assistant(text, calls),
+            finish_reason,
+            usage(&v),
+        ))
     }
 
     fn stream_decoder(&self, _req: &ChatRequest) -> Box<dyn StreamDecoder> {

@@ -6,8 +6,8 @@ use serde_json::{Map, Value, json};
 use super::{DEFAULT_MAX_TOKENS, JSON_TOOL};
 use crate::{
     domain::{
-        ChatRequest, ChatResponse, Choice, Content, ContentPart, ErrorClass, FinishReason, Message,
-        ResponseFormat, Role, ToolCall, ToolChoice, Usage,
+        ChatRequest, ChatResponse, Content, ContentPart, ErrorClass, FinishReason, Message, ResponseFormat,
+        Role, ToolCall, ToolChoice, Usage,
     },
     providers::{
         ProviderError, client,
@@ -257,21 +257,14 @@ pub fn parse_response(body: &[u8], json_mode: bool) -> Result<ChatResponse, Prov
         }
     }
     let stop = m.stop_reason.as_deref().unwrap_or("end_turn");
-    Ok(ChatResponse {
-        id: m.id,
-        model: m.model,
-        created: now(),
-        choices: vec![Choice {
-            index: 0,
-            message: Message {
-                tool_calls,
-                ..Message::text(Role::Assistant, text)
-            },
-            finish_reason: Some(finish_reason(stop, json_mode)),
-        }],
-        usage: usage(&m.usage, m.usage.output_tokens),
-        system_fingerprint: None,
-    })
+    Ok(ChatResponse::single(
+        m.id,
+        m.model,
+        now(),
+        Message::assistant(text, tool_calls),
+        finish_reason(stop, json_mode),
+        usage(&m.usage, m.usage.output_tokens),
+    ))
 }
 
 #[derive(Deserialize, Default)]

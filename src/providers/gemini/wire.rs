@@ -305,13 +305,7 @@ pub fn candidate_message(
     }
     let (text, tool_calls, reason) = read_parts(r, calls);
     let f = finish(reason.as_deref().unwrap_or("STOP"), !tool_calls.is_empty());
-    Ok((
-        Message {
-            tool_calls,
-            ..Message::text(Role::Assistant, text)
-        },
-        f,
-    ))
+    Ok((Message::assistant(text, tool_calls), f))
 }
 
 pub fn candidate_delta(
