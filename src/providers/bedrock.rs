@@ -12,6 +12,7 @@ use super::{
     common::{data_url, now, unsupported},
     http::{Decoded, Frame, Framing, HttpCall, StreamDecoder, Wire},
 };
+use crate::providers::common;
 use crate::{
     config::DeploymentConfig,
     domain::{
@@ -336,7 +337,7 @@ fn classify(kind: &str, status: Option<u16>, message: &str) -> ProviderError {
         "internalserver" | "modelerror" | "modelstreamerror" => ErrorClass::ServerError,
         _ => status.map_or(ErrorClass::ServerError, client::class_for_status),
     };
-    crate::providers::common::provider_error(class, status, format!("{kind} {message}"))
+    common::provider_error(class, status, format!("{kind} {message}"))
 }
 
 impl Wire for Bedrock {

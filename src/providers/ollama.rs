@@ -10,6 +10,7 @@ use super::{
     common::{data_url, now, unsupported},
     http::{Decoded, Frame, Framing, HttpCall, StreamDecoder, Wire},
 };
+use crate::providers::common;
 use crate::{
     config::DeploymentConfig,
     domain::{
@@ -28,11 +29,11 @@ pub struct Ollama {
 
 impl Ollama {
     pub fn new(dep: &DeploymentConfig) -> Self {
-        let base = crate::providers::common::base_url(dep);
-        let headers = crate::providers::common::bearer_headers(dep);
+        let base = common::base_url(dep);
+        let headers = common::bearer_headers(dep);
         Self {
             model: dep.model.clone(),
-            base: base.to_string(),
+            base,
             headers,
             drop_params: dep.drop_params,
         }
@@ -222,7 +223,7 @@ fn classify(status: Option<u16>, message: &str) -> ProviderError {
     } else {
         status.map_or(ErrorClass::ServerError, client::class_for_status)
     };
-    crate::providers::common::provider_error(class, status, message.to_string())
+    common::provider_error(class, status, message.to_string())
 }
 
 impl Wire for Ollama {

@@ -11,6 +11,7 @@ use super::{
     common::encode,
     http::{HttpCall, StreamDecoder, Wire},
 };
+use crate::providers::common;
 use crate::{
     config::DeploymentConfig,
     domain::{ChatRequest, ChatResponse},
@@ -32,12 +33,12 @@ pub struct Anthropic {
 
 impl Anthropic {
     pub fn new(dep: &DeploymentConfig) -> Self {
-        let base = crate::providers::common::base_url(dep);
+        let base = common::base_url(dep);
         let base = base.strip_suffix("/v1").unwrap_or(&base);
-        let mut headers = crate::providers::common::json_headers();
+        let mut headers = common::json_headers();
         headers.insert("anthropic-version", HeaderValue::from_static(API_VERSION));
         if let Some(key) = &dep.api_key {
-            crate::providers::common::insert_secret(
+            common::insert_secret(
                 &mut headers,
                 http::HeaderName::from_static("x-api-key"),
                 key.expose(),

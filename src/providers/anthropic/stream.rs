@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use super::{JSON_TOOL, wire};
+use crate::providers::common;
 use crate::{
     domain::{ChatChunk, ChunkChoice, Delta, ErrorClass, FinishReason, Role, ToolCallDelta},
     providers::{
@@ -41,7 +42,7 @@ impl Decoder {
             json_mode,
             id: String::new(),
             model: String::new(),
-            created: crate::providers::common::now(),
+            created: common::now(),
             input: wire::WireUsage::default(),
             output_tokens: 0,
             blocks: HashMap::new(),

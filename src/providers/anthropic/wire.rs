@@ -4,6 +4,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{DEFAULT_MAX_TOKENS, JSON_TOOL};
+use crate::providers::common;
 use crate::{
     domain::{
         ChatRequest, ChatResponse, Content, ContentPart, ErrorClass, FinishReason, Message, ResponseFormat,
@@ -301,7 +302,7 @@ pub fn classify(status: Option<u16>, e: WireError) -> ProviderError {
             _ => status.map_or(ErrorClass::ServerError, client::class_for_status),
         }
     };
-    crate::providers::common::provider_error(class, status, format!("{} {}", e.kind, e.message))
+    common::provider_error(class, status, format!("{} {}", e.kind, e.message))
 }
 
 pub fn parse_error(status: Option<u16>, headers: &http::HeaderMap, body: &[u8]) -> ProviderError {

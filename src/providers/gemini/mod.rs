@@ -11,6 +11,7 @@ use super::{
     common::encode,
     http::{Decoded, Frame, HttpCall, StreamDecoder, Wire},
 };
+use crate::providers::common;
 use crate::{
     config::DeploymentConfig,
     domain::{ChatChunk, ChatRequest, ChatResponse, EmbedRequest, EmbedResponse},
@@ -28,10 +29,10 @@ pub struct Gemini {
 
 impl Gemini {
     pub fn new(dep: &DeploymentConfig) -> Self {
-        let base = crate::providers::common::base_url(dep);
-        let mut headers = crate::providers::common::json_headers();
+        let base = common::base_url(dep);
+        let mut headers = common::json_headers();
         if let Some(key) = &dep.api_key {
-            crate::providers::common::insert_secret(
+            common::insert_secret(
                 &mut headers,
                 http::HeaderName::from_static("x-goog-api-key"),
                 key.expose(),
@@ -60,7 +61,7 @@ impl Gemini {
             None if v.location == "global" => "https://aiplatform.googleapis.com".to_string(),
             None => format!("https://{}-aiplatform.googleapis.com", v.location),
         };
-        let headers = crate::providers::common::json_headers();
+        let headers = common::json_headers();
         let source = match (&v.credentials, &dep.api_key) {
             (Some(json), _) => {
                 let parsed: serde_json::Value = serde_json::from_str(json.expose()).unwrap_or_default();
@@ -122,7 +123,7 @@ impl Wire for Gemini {
         Ok(ChatResponse {
             id: r.response_id.clone().unwrap_or_default(),
             model: r.model_version.clone().unwrap_or_else(|| self.model.clone()),
-            created: crate::providers::common::now(),
+            created: common::now(),
             choices: vec![crate::domain::Choice {
                 index: 0,
                 message,
@@ -193,7 +194,7 @@ impl StreamDecoder for Decoder {
         let chunk = |choices, usage| ChatChunk {
             id: r.response_id.clone().unwrap_or_default(),
             model: r.model_version.clone().unwrap_or_else(|| self.model.clone()),
-            created: crate::providers::common::now(),
+            created: common::now(),
             choices,
             usage,
         };

@@ -5,6 +5,7 @@ use std::{collections::HashMap, time::Duration};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use crate::providers::common;
 use crate::{
     domain::{
         ChatRequest, Content, ContentPart, Delta, EmbedRequest, EmbedResponse, ErrorClass, FinishReason,
@@ -480,7 +481,7 @@ pub fn classify(status: Option<u16>, e: &Value) -> ProviderError {
     });
     ProviderError {
         retry_after,
-        ..crate::providers::common::provider_error(
+        ..common::provider_error(
             class,
             status,
             format!("{} {message}", e["status"].as_str().unwrap_or_default()),
