@@ -6,9 +6,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    Gateway, chat_request,
+    Gateway, chat_request, delta_text,
     fake_openai::{Behavior, FakeOpenAi, StreamEnd, error_body, reply_stream},
-    reason,
+    read_stream, reason,
 };
 use futures_util::StreamExt;
 use switchboard::proto::{self as pb, ErrorClass};
@@ -82,12 +82,7 @@ async fn streaming_forwards_chunks_with_usage_and_route_on_the_last() {
     while let Some(c) = stream.next().await {
         chunks.push(c.unwrap());
     }
-    let text: String = chunks
-        .iter()
-        .flat_map(|c| &c.choices)
-        .filter_map(|c| c.delta.as_ref())
-        .map(|d| d.content.as_str())
-        .collect();
+    let text: String = chunks.iter().flat_map(delta_text).collect();
     assert_eq!(text, "one two three");
     assert_eq!(
         chunks[0].choices[0].delta.as_ref().unwrap().role,
@@ -581,25 +576,14 @@ async fn stream_fails_over_before_the_first_chunk() {
     let good = FakeOpenAi::replying("streamed fine").await;
     let gw = Gateway::start(&config(&[openai("g", &bad, ""), openai("g", &good, "")], "")).await;
     for _ in 0..6 {
-        let mut s = gw
+        let s = gw
             .chat()
             .await
             .stream_complete(chat_request("g", "hi"))
             .await
             .unwrap()
             .into_inner();
-        let mut text = String::new();
-        let mut route = None;
-        while let Some(c) = s.next().await {
-            let c = c.unwrap();
-            text.extend(
-                c.choices
-                    .iter()
-                    .filter_map(|ch| ch.delta.as_ref())
-                    .map(|d| d.content.clone()),
-            );
-            route = route.or(c.route);
-        }
+        let (text, route) = read_stream(s).await;
         assert_eq!(text, "streamed fine");
         assert_eq!(route.unwrap().deployment_id, "g/openai/gpt-test#2");
     }
@@ -861,12 +845,7 @@ async fn shutdown_lets_an_open_stream_finish() {
     let mut text = String::new();
     while let Some(c) = s.next().await {
         let c = c.expect("the stream completes during shutdown");
-        text.extend(
-            c.choices
-                .iter()
-                .filter_map(|ch| ch.delta.as_ref())
-                .map(|d| d.content.clone()),
-        );
+        text.extend(delta_text(&c));
     }
     assert_eq!(text, "finish me please");
     stopping.await.unwrap();

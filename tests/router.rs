@@ -13,7 +13,7 @@ use std::{
 use common::{
     Gateway, chat_request,
     fake_openai::{Behavior, FakeOpenAi, error_body},
-    reason,
+    read_stream, reason,
 };
 use futures_util::StreamExt;
 use switchboard::proto::{self as pb, ErrorClass};
@@ -614,25 +614,14 @@ async fn slow_first_token_fails_over_for_streams() {
     ))
     .await;
     let started = Instant::now();
-    let mut s = gw
+    let s = gw
         .chat()
         .await
         .stream_complete(chat_request("g", "hi"))
         .await
         .unwrap()
         .into_inner();
-    let mut text = String::new();
-    let mut route = None;
-    while let Some(c) = s.next().await {
-        let c = c.unwrap();
-        text.extend(
-            c.choices
-                .iter()
-                .filter_map(|ch| ch.delta.as_ref())
-                .map(|d| d.content.clone()),
-        );
-        route = route.or(c.route);
-    }
+    let (text, route) = read_stream(s).await;
     assert_eq!(text, "on time");
     let route = route.unwrap();
     assert_eq!(route.attempt_log[0].deployment_id, "slow");

@@ -52,13 +52,7 @@ async fn sigterm_lets_twenty_open_streams_finish() {
                         first = false;
                         let _ = first_tx.send(()).await;
                     }
-                    text.extend(
-                        chunk
-                            .choices
-                            .iter()
-                            .filter_map(|c| c.delta.as_ref())
-                            .map(|d| d.content.clone()),
-                    );
+                    text.extend(common::delta_text(&chunk));
                 }
                 Ok::<_, tonic::Status>(text)
             })

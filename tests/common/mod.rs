@@ -114,6 +114,29 @@ pub fn chat_request(model: &str, text: &str) -> switchboard::proto::ChatRequest 
     }
 }
 
+/// The text a chunk's deltas carry.
+pub fn delta_text(c: &switchboard::proto::ChatChunk) -> impl Iterator<Item = &str> {
+    c.choices
+        .iter()
+        .filter_map(|ch| ch.delta.as_ref())
+        .map(|d| d.content.as_str())
+}
+
+/// Reads a gRPC chat stream to its end: the whole text and the route it reported. Panics on an
+/// error item.
+pub async fn read_stream(
+    mut s: tonic::Streaming<switchboard::proto::ChatChunk>,
+) -> (String, Option<switchboard::proto::Route>) {
+    use futures_util::StreamExt;
+    let (mut text, mut route) = (String::new(), None);
+    while let Some(c) = s.next().await {
+        let c = c.unwrap();
+        text.extend(delta_text(&c));
+        route = route.or(c.route);
+    }
+    (text, route)
+}
+
 /// The `google.rpc.ErrorInfo` reason of a status.
 pub fn reason(status: &tonic::Status) -> String {
     use tonic_types::StatusExt;
