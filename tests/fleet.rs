@@ -13,30 +13,34 @@ use common::{
 };
 use tonic::Code;
 
-async fn wait_ready(gw: &Gateway) {
-    let started = Instant::now();
-    loop {
-        let r = common::http()
-            .get(format!("{}/health/readiness", gw.url()))
-            .send()
-            .await
-            .unwrap();
-        if r.status() == 200 {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "replica never became ready (redis unreachable?)"
+/// Group `g` of `(id, upstream, extra litellm_params)` deployments, sharing `redis`, with extra
+/// `router_settings`.
+fn fleet_config(redis: &RedisServer, deps: &[(&str, &FakeOpenAi, &str)], settings: &str) -> String {
+    let mut yaml = String::from("model_list:\n");
+    for (id, fake, extra) in deps {
+        let extra = if extra.is_empty() {
+            String::new()
+        } else {
+            format!(", {extra}")
+        };
+        yaml += &format!(
+            "  - {{model_name: g, litellm_params: {{model: openai/m, api_base: \"{}\"{extra}}}, model_info: {{id: {id}}}}}\n",
+            fake.base()
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let settings = if settings.is_empty() {
+        String::new()
+    } else {
+        format!(", {settings}")
+    };
+    yaml + &format!("router_settings: {{redis_url: \"{}\"{settings}}}\n", redis.url())
 }
 
 async fn fleet(n: usize, yaml: &str) -> Vec<Gateway> {
     let mut gws = Vec::new();
     for _ in 0..n {
         let gw = Gateway::start(yaml).await;
-        wait_ready(&gw).await;
+        common::wait_ready(&gw.url()).await;
         gws.push(gw);
     }
     gws
@@ -52,12 +56,7 @@ async fn a_cooldown_on_one_replica_is_honoured_by_all() {
     })
     .await;
     let b = FakeOpenAi::replying("b").await;
-    let yaml = format!(
-        "model_list:\n  - {{model_name: g, litellm_params: {{model: openai/m, api_base: \"{}\"}}, model_info: {{id: a}}}}\n  - {{model_name: g, litellm_params: {{model: openai/m, api_base: \"{}\"}}, model_info: {{id: b}}}}\nrouter_settings: {{redis_url: \"{}\", cooldown_time: 30}}\n",
-        a.base(),
-        b.base(),
-        redis.url()
-    );
+    let yaml = fleet_config(&redis, &[("a", &a, ""), ("b", &b, "")], "cooldown_time: 30");
     let gws = fleet(3, &yaml).await;
     for _ in 0..60 {
         gws[0]
@@ -102,11 +101,7 @@ async fn a_cooldown_on_one_replica_is_honoured_by_all() {
 async fn rpm_holds_exactly_across_three_replicas_under_a_burst() {
     let redis = RedisServer::start().await;
     let up = FakeOpenAi::replying("ok").await;
-    let yaml = format!(
-        "model_list:\n  - {{model_name: g, litellm_params: {{model: openai/m, api_base: \"{}\", rpm: 60}}}}\nrouter_settings: {{redis_url: \"{}\", num_retries: 0}}\n",
-        up.base(),
-        redis.url()
-    );
+    let yaml = fleet_config(&redis, &[("only", &up, "rpm: 60")], "num_retries: 0");
     let gws = fleet(3, &yaml).await;
     // The window is the server's minute: do not start a burst that could straddle two.
     if redis.seconds_into_minute().await > 50 {
@@ -146,11 +141,7 @@ async fn rpm_holds_exactly_across_three_replicas_under_a_burst() {
 async fn redis_dying_costs_no_request_and_sharing_resumes_when_it_returns() {
     let mut redis = RedisServer::start().await;
     let up = FakeOpenAi::replying("ok").await;
-    let yaml = format!(
-        "model_list:\n  - {{model_name: g, litellm_params: {{model: openai/m, api_base: \"{}\", rpm: 100000}}}}\nrouter_settings: {{redis_url: \"{}\"}}\n",
-        up.base(),
-        redis.url()
-    );
+    let yaml = fleet_config(&redis, &[("only", &up, "rpm: 100000")], "");
     let gw = fleet(1, &yaml).await.pop().unwrap();
     redis.kill();
     let mut worst = Duration::ZERO;
@@ -175,7 +166,7 @@ async fn redis_dying_costs_no_request_and_sharing_resumes_when_it_returns() {
         .unwrap();
     assert_eq!(r.status(), 503, "degraded replicas say so");
     redis.restart().await;
-    wait_ready(&gw).await;
+    common::wait_ready(&gw.url()).await;
     gw.chat().await.complete(chat_request("g", "hi")).await.unwrap();
 }
 
@@ -201,11 +192,7 @@ async fn fleet_in_flight(redis: &RedisServer, deployment: &str) -> i64 {
 async fn a_killed_replicas_in_flight_requests_stop_counting_within_the_ttl() {
     let redis = RedisServer::start().await;
     let hung = FakeOpenAi::start(|_| Behavior::Hang).await;
-    let yaml = format!(
-        "model_list:\n  - {{model_name: g, litellm_params: {{model: openai/m, api_base: \"{}\"}}, model_info: {{id: slow}}}}\nrouter_settings: {{redis_url: \"{}\"}}\n",
-        hung.base(),
-        redis.url()
-    );
+    let yaml = fleet_config(&redis, &[("slow", &hung, "")], "");
     let mut replica = Process::serve(&yaml, &["--replica-id", "doomed"]).await;
     let channel = tonic::transport::Channel::from_shared(replica.url.clone())
         .unwrap()
@@ -252,11 +239,10 @@ async fn least_busy_balances_the_fleets_load_not_each_replicas() {
     let redis = RedisServer::start().await;
     let a = FakeOpenAi::start(|_| Behavior::ReplyAfter(Duration::from_millis(1500), "a".into())).await;
     let b = FakeOpenAi::start(|_| Behavior::ReplyAfter(Duration::from_millis(1500), "b".into())).await;
-    let yaml = format!(
-        "model_list:\n  - {{model_name: g, litellm_params: {{model: openai/m, api_base: \"{}\", tags: [pinned, default]}}, model_info: {{id: a}}}}\n  - {{model_name: g, litellm_params: {{model: openai/m, api_base: \"{}\", tags: [default]}}, model_info: {{id: b}}}}\nrouter_settings: {{redis_url: \"{}\", routing_strategy: least-busy}}\n",
-        a.base(),
-        b.base(),
-        redis.url()
+    let yaml = fleet_config(
+        &redis,
+        &[("a", &a, "tags: [pinned, default]"), ("b", &b, "tags: [default]")],
+        "routing_strategy: least-busy",
     );
     let gws = fleet(2, &yaml).await;
     // Replica 0 keeps four requests busy on `a` (tag-pinned).
@@ -312,11 +298,10 @@ async fn latency_measured_by_one_replica_guides_the_others() {
     let redis = RedisServer::start().await;
     let fast = FakeOpenAi::start(|_| Behavior::ReplyAfter(Duration::from_millis(5), "fast".into())).await;
     let slow = FakeOpenAi::start(|_| Behavior::ReplyAfter(Duration::from_millis(150), "slow".into())).await;
-    let yaml = format!(
-        "model_list:\n  - {{model_name: g, litellm_params: {{model: openai/m, api_base: \"{}\"}}, model_info: {{id: fast}}}}\n  - {{model_name: g, litellm_params: {{model: openai/m, api_base: \"{}\"}}, model_info: {{id: slow}}}}\nrouter_settings: {{redis_url: \"{}\", routing_strategy: latency-based-routing}}\n",
-        fast.base(),
-        slow.base(),
-        redis.url()
+    let yaml = fleet_config(
+        &redis,
+        &[("fast", &fast, ""), ("slow", &slow, "")],
+        "routing_strategy: latency-based-routing",
     );
     let gws = fleet(2, &yaml).await;
     for _ in 0..6 {
@@ -354,12 +339,7 @@ async fn get_cluster_shows_every_replica_and_the_fleets_deployment_state() {
     })
     .await;
     let b = FakeOpenAi::replying("b").await;
-    let yaml = format!(
-        "model_list:\n  - {{model_name: g, litellm_params: {{model: openai/m, api_base: \"{}\"}}, model_info: {{id: a}}}}\n  - {{model_name: g, litellm_params: {{model: openai/m, api_base: \"{}\"}}, model_info: {{id: b}}}}\nrouter_settings: {{redis_url: \"{}\", cooldown_time: 30}}\n",
-        a.base(),
-        b.base(),
-        redis.url()
-    );
+    let yaml = fleet_config(&redis, &[("a", &a, ""), ("b", &b, "")], "cooldown_time: 30");
     let gws = fleet(2, &yaml).await;
     while a.count() == 0 {
         gws[0]
@@ -421,11 +401,10 @@ async fn redis_stopped_mid_load_fails_nothing_and_the_fleet_converges_after() {
     let mut redis = RedisServer::start().await;
     let a = FakeOpenAi::replying("a").await;
     let b = FakeOpenAi::replying("b").await;
-    let yaml = format!(
-        "model_list:\n  - {{model_name: g, litellm_params: {{model: openai/m, api_base: \"{}\", rpm: 1000000}}, model_info: {{id: a}}}}\n  - {{model_name: g, litellm_params: {{model: openai/m, api_base: \"{}\", rpm: 1000000}}, model_info: {{id: b}}}}\nrouter_settings: {{redis_url: \"{}\", cooldown_time: 30}}\n",
-        a.base(),
-        b.base(),
-        redis.url()
+    let yaml = fleet_config(
+        &redis,
+        &[("a", &a, "rpm: 1000000"), ("b", &b, "rpm: 1000000")],
+        "cooldown_time: 30",
     );
     let gws = fleet(3, &yaml).await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -451,7 +430,7 @@ async fn redis_stopped_mid_load_fails_nothing_and_the_fleet_converges_after() {
     tokio::time::sleep(Duration::from_millis(1000)).await;
     redis.restart().await;
     for gw in &gws {
-        wait_ready(gw).await;
+        common::wait_ready(&gw.url()).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -97,6 +97,24 @@ pub fn http() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// Waits until the gateway at `url` reports ready (shared state reachable), for up to 10 s.
+pub async fn wait_ready(url: &str) {
+    let started = std::time::Instant::now();
+    while http()
+        .get(format!("{url}/health/readiness"))
+        .send()
+        .await
+        .map(|r| r.status() != 200)
+        .unwrap_or(true)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the gateway at {url} never became ready (redis unreachable?)"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A user message.
 pub fn user(text: &str) -> switchboard::proto::Message {
     switchboard::proto::Message {

@@ -39,20 +39,7 @@ impl Process {
             url: format!("http://127.0.0.1:{port}"),
             _dir: dir,
         };
-        let started = Instant::now();
-        while super::http()
-            .get(format!("{}/health/readiness", process.url))
-            .send()
-            .await
-            .map(|r| r.status() != 200)
-            .unwrap_or(true)
-        {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "the gateway process never became ready"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        super::wait_ready(&process.url).await;
         process
     }
 
