@@ -9,9 +9,10 @@ use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
 
 use crate::{
-    api::{self, AdminApi, ChatApi, EmbeddingsApi, Gateway},
-    auth::Authenticator,
+    api::{self, AdminApi, ChatApi, EmbeddingsApi, Gateway, Quotas},
+    auth::{Authenticator, Directory, MemoryBackend, manage::Manager},
     config::Config,
+    limits::{FleetLedger, LocalLedger, Settler, SharedLedger},
     proto::{
         self, admin_service_server::AdminServiceServer, chat_service_server::ChatServiceServer,
         embeddings_service_server::EmbeddingsServiceServer,
@@ -117,9 +118,21 @@ pub async fn run_as(
         None => Arc::new(LocalState::default()),
     };
     let router = Arc::new(Router::new(table, state));
+    let ledger: SharedLedger = match &config.router.redis_url {
+        Some(url) => FleetLedger::start(url.expose().to_string()),
+        None => Arc::new(LocalLedger::default()),
+    };
+    let settler = Settler::new(ledger);
+    let directory = Arc::new(Directory::default());
+    let keys = Arc::new(Manager {
+        backend: Arc::new(MemoryBackend::new(directory.clone())),
+        directory: directory.clone(),
+    });
     let gateway = Arc::new(Gateway {
         router,
-        auth: Arc::new(Authenticator::new(config.master_key.clone())),
+        auth: Arc::new(Authenticator::new(config.master_key.clone(), directory)),
+        keys,
+        quotas: Arc::new(Quotas::new(settler.clone(), config.quotas.clone())),
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -215,6 +228,10 @@ pub async fn run_as(
     }
     if let Some(h) = http_server {
         h.await??;
+    }
+    // Spend of the last requests reaches the ledger before the process goes.
+    if !settler.flush(std::time::Duration::from_secs(5)).await {
+        tracing::warn!("shutdown: some spend records were not settled within 5 s");
     }
     Ok(())
 }

@@ -25,6 +25,7 @@ pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod domain;
+pub mod limits;
 pub mod proto;
 pub mod providers;
 pub mod router;

@@ -11,6 +11,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("cluster", &["domain", "config", "cluster"]),
     ("router", &["domain", "config", "providers", "router", "cluster"]),
     ("auth", &["domain", "config", "auth"]),
+    ("limits", &["domain", "config", "cluster", "limits"]),
     ("telemetry", &["domain", "telemetry"]),
     (
         "api",
@@ -20,6 +21,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "providers",
             "router",
             "auth",
+            "limits",
             "telemetry",
             "api",
             "proto",

@@ -8,8 +8,9 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::{
-    auth::AuthError,
+    auth::{AuthError, StoreError, manage::ManageError},
     domain::ErrorClass,
+    limits::Refusal,
     router::{AttemptRecord, RouteError},
 };
 
@@ -36,6 +37,18 @@ pub enum ApiError {
     Unauthenticated(#[from] AuthError),
     #[error(transparent)]
     Route(#[from] RouteError),
+    /// A budget or rate limit of the caller's key, team, user, end user or the gateway.
+    #[error(transparent)]
+    Quota(#[from] Refusal),
+    /// The ledger cannot be reached and a fail-closed rule applies.
+    #[error("{0}; budgets fail closed, so the request was not sent")]
+    LedgerDown(String),
+    #[error("this key may not use model {model:?}")]
+    ModelNotAllowed { model: String },
+    #[error("admin calls need the master key")]
+    NotAdmin,
+    #[error(transparent)]
+    Manage(#[from] ManageError),
 }
 
 /// The pieces of a status, shared by the gRPC and HTTP renderings.
@@ -236,6 +249,53 @@ impl ApiError {
                     ..m(Code::DeadlineExceeded, "DEADLINE_EXCEEDED", message)
                 }
             }
+            ApiError::Quota(r) => {
+                let mut metadata = HashMap::from([("scope".into(), r.scope().to_string())]);
+                if let Refusal::Budget {
+                    limit,
+                    spent,
+                    reserved,
+                    resets_at_ms,
+                    ..
+                } = r
+                {
+                    metadata.insert("limit_usd".into(), format!("{:.6}", limit.usd()));
+                    metadata.insert("spent_usd".into(), format!("{:.6}", spent.usd()));
+                    metadata.insert("reserved_usd".into(), format!("{:.6}", reserved.usd()));
+                    if let Some(at) = resets_at_ms {
+                        metadata.insert("resets_at_ms".into(), at.to_string());
+                    }
+                }
+                if let Refusal::Rpm { limit, .. } | Refusal::Tpm { limit, .. } = r {
+                    metadata.insert("limit".into(), limit.to_string());
+                }
+                Mapped {
+                    metadata,
+                    retry_after: r.retry_after_ms().map(Duration::from_millis),
+                    ..m(Code::ResourceExhausted, r.reason(), r.to_string())
+                }
+            }
+            ApiError::LedgerDown(_) => m(Code::Unavailable, "LEDGER_UNAVAILABLE", self.to_string()),
+            ApiError::ModelNotAllowed { model } => Mapped {
+                metadata: HashMap::from([("model".into(), model.clone())]),
+                ..m(Code::PermissionDenied, "MODEL_NOT_ALLOWED", self.to_string())
+            },
+            ApiError::NotAdmin => m(Code::PermissionDenied, "ADMIN_ONLY", self.to_string()),
+            ApiError::Manage(ManageError::Invalid { field, message }) => Mapped {
+                field: Some(field.clone()),
+                metadata: HashMap::from([("field".into(), field.clone())]),
+                ..m(
+                    Code::InvalidArgument,
+                    "INVALID_REQUEST",
+                    format!("invalid {field}: {message}"),
+                )
+            },
+            ApiError::Manage(ManageError::InUse(msg)) => m(Code::FailedPrecondition, "IN_USE", msg.clone()),
+            ApiError::Manage(ManageError::Store(e)) => match e {
+                StoreError::AlreadyExists(..) => m(Code::AlreadyExists, "ALREADY_EXISTS", e.to_string()),
+                StoreError::NotFound(..) => m(Code::NotFound, "NOT_FOUND", e.to_string()),
+                StoreError::Unavailable(_) => m(Code::Unavailable, "STORE_UNAVAILABLE", e.to_string()),
+            },
             ApiError::Route(RouteError::StreamInterrupted(e)) => m(
                 Code::Unavailable,
                 "STREAM_INTERRUPTED",
@@ -281,6 +341,7 @@ impl ApiError {
             (_, Code::Unauthenticated) => 401,
             (_, Code::PermissionDenied) => 403,
             (_, Code::NotFound) => 404,
+            (_, Code::AlreadyExists) => 409,
             (_, Code::DeadlineExceeded) => 408,
             (_, Code::ResourceExhausted) => 429,
             (_, Code::Unavailable) => 503,

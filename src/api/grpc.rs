@@ -9,20 +9,20 @@ use tonic::{Request, Response, Status, metadata::MetadataMap};
 use tracing::Instrument as _;
 
 use super::{
+    admission::{Admission, MeteredStream, Quotas, Ticket},
     convert,
     error::ApiError,
     observe::{self, Scope},
 };
 use crate::{
-    auth::{Authenticator, Principal},
-    domain::Cost,
+    auth::{Authenticator, Principal, manage::Manager},
+    domain::ModelGroup,
     proto as pb,
-    router::{RouteInfo, Routed, RoutedStream, Router},
+    router::{RouteError, RouteInfo, Routed, RoutedStream, Router},
 };
 
 /// What every data-plane call needs before it is routed.
 struct CallContext {
-    #[allow(dead_code)] // read by budgets and limits once virtual keys land
     principal: Principal,
     deadline: Option<Instant>,
 }
@@ -31,9 +31,56 @@ struct CallContext {
 pub struct Gateway {
     pub router: Arc<Router>,
     pub auth: Arc<Authenticator>,
+    pub keys: Arc<Manager>,
+    pub quotas: Arc<Quotas>,
+}
+
+/// A request as admission sees it (after decoding, before routing).
+pub(super) struct Ask<'a> {
+    pub request_id: &'a str,
+    pub end_user: Option<&'a str>,
+    pub prompt_tokens: u64,
+    pub max_tokens: Option<u32>,
 }
 
 impl Gateway {
+    /// Applies the key's model aliases and allow-list, then reserves the request's worst case
+    /// against every budget and limit that applies.
+    pub(super) async fn admit(
+        &self,
+        principal: &Principal,
+        model: &mut ModelGroup,
+        ask: Ask<'_>,
+    ) -> Result<Ticket, ApiError> {
+        let table = self.router.table();
+        if let Principal::Key(who) = principal {
+            let resolved = who.resolve(model.as_str());
+            if resolved != model.as_str() {
+                *model = ModelGroup::new(resolved);
+            }
+            if !who.allows(model.as_str(), &table.access_groups) {
+                return Err(ApiError::ModelNotAllowed {
+                    model: model.to_string(),
+                });
+            }
+        }
+        let group = table
+            .groups
+            .get(model)
+            .ok_or_else(|| RouteError::UnknownGroup(model.clone()))?;
+        self.quotas
+            .admit(Admission {
+                principal,
+                request_id: ask.request_id,
+                model: model.as_str(),
+                group: Some(group),
+                end_user: ask.end_user,
+                prompt_tokens: ask.prompt_tokens,
+                max_tokens: ask.max_tokens,
+            })
+            .await
+    }
+
     fn context(&self, md: &MetadataMap) -> Result<CallContext, ApiError> {
         let principal = self
             .auth
@@ -125,14 +172,21 @@ impl pb::chat_service_server::ChatService for ChatApi {
     ) -> Result<Response<pb::ChatResponse>, Status> {
         let scope = Scope::grpc(CHAT_SERVICE, "Complete", request.metadata().as_ref());
         let group = request.get_ref().model.clone();
+        let request_id = scope.request_id.clone();
         served(scope, &self.0.router, group, async {
             let ctx = self.0.context(request.metadata())?;
-            let req = convert::chat_request(request.into_inner())?;
-            let Routed { value, route } = self.0.router.chat(&req, ctx.deadline).await?;
-            Ok((
-                Response::new(convert::chat_response(value, &route, Cost::ZERO)),
-                route,
-            ))
+            let mut req = convert::chat_request(request.into_inner())?;
+            let prompt_tokens = crate::router::estimate_prompt_tokens(&req);
+            let ask = Ask {
+                request_id: &request_id,
+                end_user: req.user.as_deref(),
+                prompt_tokens,
+                max_tokens: req.params.max_tokens,
+            };
+            let ticket = self.0.admit(&ctx.principal, &mut req.model, ask).await?;
+            let result = self.0.router.chat(&req, ctx.deadline).await;
+            let (Routed { value, route }, cost) = ticket.settle_routed(result, |v| &v.usage)?;
+            Ok((Response::new(convert::chat_response(value, &route, cost)), route))
         })
         .await
     }
@@ -146,23 +200,36 @@ impl pb::chat_service_server::ChatService for ChatApi {
         let scope = Scope::grpc(CHAT_SERVICE, "StreamComplete", request.metadata().as_ref());
         let group = request.get_ref().model.clone();
         let ttft = scope.clock();
+        let request_id = scope.request_id.clone();
         served(scope, &self.0.router, group, async {
             let ctx = self.0.context(request.metadata())?;
-            let req = convert::chat_request(request.into_inner())?;
-            let stream = self.0.router.chat_stream(&req, ctx.deadline).await?;
+            let mut req = convert::chat_request(request.into_inner())?;
+            let prompt_tokens = crate::router::estimate_prompt_tokens(&req);
+            let ask = Ask {
+                request_id: &request_id,
+                end_user: req.user.as_deref(),
+                prompt_tokens,
+                max_tokens: req.params.max_tokens,
+            };
+            let ticket = self.0.admit(&ctx.principal, &mut req.model, ask).await?;
+            let stream = match self.0.router.chat_stream(&req, ctx.deadline).await {
+                Ok(s) => s,
+                Err(e) => return Err(ticket.failed(e)),
+            };
             let route = stream.route().clone();
             observe::first_chunk("grpc", &route, ttft.elapsed());
-            Ok((Response::new(chunks_with_route(stream)), route))
+            Ok((Response::new(chunks_with_route(stream, ticket)), route))
         })
         .await
     }
 }
 
 /// Forwards chunks as they come (no look-ahead, so no added latency). The route rides on the chunk
-/// that carries usage; if the upstream sent none, a final chunk carries it.
-fn chunks_with_route(stream: RoutedStream) -> ChunkStream {
+/// that carries usage; if the upstream sent none, a final chunk carries it. The ticket settles when
+/// the stream ends, fails or is dropped by a caller who went away, at the cost of what was consumed.
+fn chunks_with_route(stream: RoutedStream, ticket: Ticket) -> ChunkStream {
     struct St {
-        inner: RoutedStream,
+        inner: MeteredStream,
         route_sent: bool,
         id: String,
         model: String,
@@ -170,7 +237,10 @@ fn chunks_with_route(stream: RoutedStream) -> ChunkStream {
         ended: bool,
     }
     let st = St {
-        inner: stream,
+        inner: MeteredStream {
+            inner: stream,
+            ticket: Some(ticket),
+        },
         route_sent: false,
         id: String::new(),
         model: String::new(),
@@ -181,37 +251,43 @@ fn chunks_with_route(stream: RoutedStream) -> ChunkStream {
         if st.ended {
             return None;
         }
-        match st.inner.next().await {
+        match st.inner.inner.next().await {
             Some(Ok(chunk)) => {
                 if st.id.is_empty() {
                     st.id.clone_from(&chunk.id);
                     st.model.clone_from(&chunk.model);
                     st.created = chunk.created;
                 }
-                let has_usage = chunk.usage.is_some();
+                let usage = chunk.usage;
                 let mut out = convert::chat_chunk(chunk);
-                if has_usage && !st.route_sent {
-                    out.route = Some(convert::route(st.inner.route(), Cost::ZERO));
+                if let Some(u) = usage.filter(|_| !st.route_sent) {
+                    let route = st.inner.inner.route();
+                    out.route = Some(convert::route(route, route.cost(&u)));
                     st.route_sent = true;
                 }
                 Some((Ok(out), st))
             }
             Some(Err(e)) => {
                 st.ended = true;
-                Some((Err(ApiError::from(e).to_status()), st))
+                let e = ApiError::from(e);
+                st.inner.settle(e.reason());
+                Some((Err(e.to_status()), st))
             }
             None => {
                 st.ended = true;
+                st.inner.settle("ok");
                 if st.route_sent {
                     return None;
                 }
+                let usage = st.inner.inner.usage();
+                let cost = st.inner.inner.route().cost(&usage);
                 let last = pb::ChatChunk {
                     id: std::mem::take(&mut st.id),
                     model: std::mem::take(&mut st.model),
                     created: st.created,
                     choices: Vec::new(),
                     usage: None,
-                    route: Some(convert::route(st.inner.route(), Cost::ZERO)),
+                    route: Some(convert::route(st.inner.inner.route(), cost)),
                 };
                 Some((Ok(last), st))
             }
@@ -227,14 +303,21 @@ impl pb::embeddings_service_server::EmbeddingsService for EmbeddingsApi {
     async fn embed(&self, request: Request<pb::EmbedRequest>) -> Result<Response<pb::EmbedResponse>, Status> {
         let scope = Scope::grpc(EMBEDDINGS_SERVICE, "Embed", request.metadata().as_ref());
         let group = request.get_ref().model.clone();
+        let request_id = scope.request_id.clone();
         served(scope, &self.0.router, group, async {
             let ctx = self.0.context(request.metadata())?;
-            let req = convert::embed_request(request.into_inner())?;
-            let Routed { value, route } = self.0.router.embed(&req, ctx.deadline).await?;
-            Ok((
-                Response::new(convert::embed_response(value, &route, Cost::ZERO)),
-                route,
-            ))
+            let mut req = convert::embed_request(request.into_inner())?;
+            let prompt_tokens = req.estimated_prompt_tokens();
+            let ask = Ask {
+                request_id: &request_id,
+                end_user: req.user.as_deref(),
+                prompt_tokens,
+                max_tokens: Some(0),
+            };
+            let ticket = self.0.admit(&ctx.principal, &mut req.model, ask).await?;
+            let result = self.0.router.embed(&req, ctx.deadline).await;
+            let (Routed { value, route }, cost) = ticket.settle_routed(result, |v| &v.usage)?;
+            Ok((Response::new(convert::embed_response(value, &route, cost)), route))
         })
         .await
     }

@@ -2,6 +2,7 @@
 //! domain conversion, and the single error -> status mapping.
 
 mod admin;
+mod admission;
 pub mod client;
 mod convert;
 pub mod error;
@@ -11,4 +12,5 @@ mod observe;
 mod validate;
 
 pub use admin::AdminApi;
+pub use admission::Quotas;
 pub use grpc::{ChatApi, EmbeddingsApi, Gateway};

@@ -1,20 +1,72 @@
-//! Who is calling. Today: the master key from `general_settings.master_key` (or no auth at all when
-//! none is configured). Virtual keys, teams and users plug in behind the same [`Principal`].
+//! Who is calling: the master key (`general_settings.master_key`), a virtual key from the
+//! [`Directory`], or nobody when no master key is configured (an open local gateway).
+//! Authenticating reads only the in-memory directory: one SHA-256 and one map lookup.
+
+mod directory;
+pub mod manage;
+pub mod records;
+
+use std::{collections::HashMap, sync::Arc};
 
 use subtle::ConstantTimeEq;
 
-use crate::domain::Secret;
+pub use directory::{Backend, Change, Directory, Kind, MemoryBackend, Record, Snapshot, StoreError};
+pub use records::{KeyRecord, Limits, TeamRecord, UserRecord, Window};
+
+use crate::domain::{ModelGroup, Secret};
 
 /// The authenticated caller of one request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Principal {
     /// No master key is configured: the gateway is open (local development).
     Anonymous,
     /// The master key: every model, every admin call.
     Master,
+    /// A virtual key, with its team and user as they were when the request arrived.
+    Key(Arc<Identity>),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+impl Principal {
+    pub fn is_admin(&self) -> bool {
+        matches!(self, Principal::Anonymous | Principal::Master)
+    }
+}
+
+/// A virtual key and what it belongs to.
+#[derive(Debug)]
+pub struct Identity {
+    pub key: Arc<KeyRecord>,
+    pub team: Option<Arc<TeamRecord>>,
+    pub user: Option<Arc<UserRecord>>,
+}
+
+impl Identity {
+    /// The group a requested model name means for this key (its `aliases` first).
+    pub fn resolve<'a>(&'a self, model: &'a str) -> &'a str {
+        self.key.aliases.get(model).map_or(model, String::as_str)
+    }
+
+    /// Whether the key, its team and its user all allow `group`. An empty list allows everything;
+    /// entries may name access groups (`model_info.access_groups`), `*` or `all-proxy-models`.
+    pub fn allows(&self, group: &str, access_groups: &HashMap<String, Vec<ModelGroup>>) -> bool {
+        let listed = |models: &[String]| {
+            models.is_empty()
+                || models.iter().any(|m| {
+                    m == group
+                        || m == "*"
+                        || m == "all-proxy-models"
+                        || access_groups
+                            .get(m)
+                            .is_some_and(|gs| gs.iter().any(|g| g.as_str() == group))
+                })
+        };
+        listed(&self.key.models)
+            && self.team.as_ref().is_none_or(|t| listed(&t.models))
+            && self.user.as_ref().is_none_or(|u| listed(&u.models))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     #[error("missing credentials: send `authorization: Bearer <key>`")]
     Missing,
@@ -22,26 +74,38 @@ pub enum AuthError {
     Malformed,
     #[error("invalid API key")]
     Invalid,
+    #[error("API key {key_id} expired")]
+    Expired { key_id: String },
+    #[error("API key {key_id} is blocked")]
+    Blocked { key_id: String },
+    #[error("team {team_id} of API key {key_id} is blocked")]
+    TeamBlocked { key_id: String, team_id: String },
 }
 
 impl AuthError {
     /// Stable reason for `google.rpc.ErrorInfo`.
-    pub fn reason(self) -> &'static str {
+    pub fn reason(&self) -> &'static str {
         match self {
             AuthError::Missing => "MISSING_API_KEY",
             AuthError::Malformed => "MALFORMED_API_KEY",
             AuthError::Invalid => "INVALID_API_KEY",
+            AuthError::Expired { .. } => "API_KEY_EXPIRED",
+            AuthError::Blocked { .. } | AuthError::TeamBlocked { .. } => "API_KEY_BLOCKED",
         }
     }
 }
 
 pub struct Authenticator {
     master_key: Option<Secret>,
+    directory: Arc<Directory>,
 }
 
 impl Authenticator {
-    pub fn new(master_key: Option<Secret>) -> Self {
-        Self { master_key }
+    pub fn new(master_key: Option<Secret>, directory: Arc<Directory>) -> Self {
+        Self {
+            master_key,
+            directory,
+        }
     }
 
     /// Checks the value of an `authorization` header (gRPC metadata or HTTP).
@@ -52,10 +116,36 @@ impl Authenticator {
         let token = bearer_token(authorization.ok_or(AuthError::Missing)?)?;
         // Constant time in the key's content; only the length can be learnt, as with any bearer scheme.
         if bool::from(token.ct_eq(master.expose().as_bytes())) {
-            Ok(Principal::Master)
-        } else {
-            Err(AuthError::Invalid)
+            return Ok(Principal::Master);
         }
+        // Virtual keys are looked up by their hash: the plaintext is never stored or compared.
+        let snap = self.directory.snapshot();
+        let key = snap
+            .key_by_hash(&manage::hash_key(token))
+            .ok_or(AuthError::Invalid)?;
+        if key.blocked {
+            return Err(AuthError::Blocked {
+                key_id: key.id.clone(),
+            });
+        }
+        if key.expires_ms.is_some_and(|e| e <= manage::now_ms()) {
+            return Err(AuthError::Expired {
+                key_id: key.id.clone(),
+            });
+        }
+        let team = key.team_id.as_ref().and_then(|t| snap.teams.get(t)).cloned();
+        if let Some(t) = team.as_ref().filter(|t| t.blocked) {
+            return Err(AuthError::TeamBlocked {
+                key_id: key.id.clone(),
+                team_id: t.id.clone(),
+            });
+        }
+        let user = key.user_id.as_ref().and_then(|u| snap.users.get(u)).cloned();
+        Ok(Principal::Key(Arc::new(Identity {
+            key: key.clone(),
+            team,
+            user,
+        })))
     }
 }
 
@@ -78,27 +168,87 @@ fn bearer_token(header: &[u8]) -> Result<&[u8], AuthError> {
 mod tests {
     use super::*;
 
+    fn auth(master: Option<&str>) -> Authenticator {
+        Authenticator::new(master.map(Secret::new), Arc::new(Directory::default()))
+    }
+
     #[test]
     fn master_key_is_required_when_configured() {
-        let a = Authenticator::new(Some(Secret::new("sk-master")));
-        assert_eq!(a.authenticate(Some(b"Bearer sk-master")), Ok(Principal::Master));
-        assert_eq!(a.authenticate(Some(b"bearer  sk-master ")), Ok(Principal::Master));
-        assert_eq!(a.authenticate(None), Err(AuthError::Missing));
-        assert_eq!(a.authenticate(Some(b"sk-master")), Err(AuthError::Malformed));
+        let a = auth(Some("sk-master"));
+        assert!(matches!(
+            a.authenticate(Some(b"Bearer sk-master")),
+            Ok(Principal::Master)
+        ));
+        assert!(matches!(
+            a.authenticate(Some(b"bearer  sk-master ")),
+            Ok(Principal::Master)
+        ));
+        assert_eq!(a.authenticate(None).unwrap_err(), AuthError::Missing);
         assert_eq!(
-            a.authenticate(Some(b"Basic sk-master")),
-            Err(AuthError::Malformed)
+            a.authenticate(Some(b"sk-master")).unwrap_err(),
+            AuthError::Malformed
         );
-        assert_eq!(a.authenticate(Some(b"Bearer sk-maste")), Err(AuthError::Invalid));
         assert_eq!(
-            a.authenticate(Some(b"Bearer sk-masterx")),
-            Err(AuthError::Invalid)
+            a.authenticate(Some(b"Basic sk-master")).unwrap_err(),
+            AuthError::Malformed
+        );
+        assert_eq!(
+            a.authenticate(Some(b"Bearer sk-maste")).unwrap_err(),
+            AuthError::Invalid
+        );
+        assert_eq!(
+            a.authenticate(Some(b"Bearer sk-masterx")).unwrap_err(),
+            AuthError::Invalid
         );
     }
 
     #[test]
     fn open_when_no_master_key() {
-        let a = Authenticator::new(None);
-        assert_eq!(a.authenticate(None), Ok(Principal::Anonymous));
+        assert!(matches!(auth(None).authenticate(None), Ok(Principal::Anonymous)));
+    }
+
+    #[test]
+    fn virtual_keys_are_found_by_hash_and_refused_when_blocked_or_expired() {
+        let a = auth(Some("sk-master"));
+        let key = |id: &str, plain: &str| KeyRecord {
+            id: id.into(),
+            hash: manage::hash_key(plain.as_bytes()),
+            team_id: Some("t".into()),
+            ..KeyRecord::default()
+        };
+        a.directory.edit(|s| {
+            s.put(Record::Key(key("k1", "sk-one")));
+            s.put(Record::Key(KeyRecord {
+                blocked: true,
+                ..key("k2", "sk-two")
+            }));
+            s.put(Record::Key(KeyRecord {
+                expires_ms: Some(1),
+                ..key("k3", "sk-three")
+            }));
+            s.put(Record::Team(TeamRecord {
+                id: "t".into(),
+                models: vec!["cheap".into()],
+                ..TeamRecord::default()
+            }));
+        });
+        let Ok(Principal::Key(id)) = a.authenticate(Some(b"Bearer sk-one")) else {
+            panic!("sk-one is a valid key");
+        };
+        assert_eq!(id.key.id, "k1");
+        assert!(id.allows("cheap", &HashMap::new()));
+        assert!(!id.allows("smart", &HashMap::new()), "the team allows only cheap");
+        assert_eq!(
+            a.authenticate(Some(b"Bearer sk-two")).unwrap_err(),
+            AuthError::Blocked { key_id: "k2".into() }
+        );
+        assert_eq!(
+            a.authenticate(Some(b"Bearer sk-three")).unwrap_err(),
+            AuthError::Expired { key_id: "k3".into() }
+        );
+        assert_eq!(
+            a.authenticate(Some(b"Bearer sk-four")).unwrap_err(),
+            AuthError::Invalid
+        );
     }
 }

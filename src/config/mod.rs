@@ -5,6 +5,7 @@
 //! semantic validation (errors name the YAML path, e.g. `model_list[2].litellm_params.model`).
 
 mod env;
+pub mod prices;
 pub mod providers;
 mod raw;
 mod router;
@@ -13,7 +14,8 @@ use std::{collections::HashMap, fmt::Write as _, path::Path, time::Duration};
 
 use serde_json::Value;
 
-use crate::domain::{DeploymentId, ModelGroup, Secret};
+use crate::domain::{DeploymentId, ModelGroup, Price, Secret};
+pub use prices::{ModelPrice, PriceTable};
 pub use providers::{Endpoint, ProviderSpec, WireFormat};
 pub use router::{ClassPolicy, Fallbacks, GroupSettings, Hedge, RouterSettings, RoutingStrategy};
 
@@ -24,10 +26,40 @@ pub struct Config {
     pub deployments: Vec<DeploymentConfig>,
     pub router: RouterSettings,
     pub master_key: Option<Secret>,
+    /// `model_info.access_groups`: access group -> the model groups it names.
+    pub access_groups: HashMap<String, Vec<ModelGroup>>,
+    pub quotas: QuotaSettings,
     /// YAML paths of keys Switchboard does not implement yet (logged once at start-up).
     pub ignored_keys: Vec<String>,
     /// Other non-fatal findings, e.g. a routing strategy that falls back to simple-shuffle.
     pub warnings: Vec<String>,
+}
+
+/// Gateway-wide budgets and how budgets and rate limits behave when the ledger is unreachable.
+#[derive(Debug, Clone)]
+pub struct QuotaSettings {
+    /// USD for the whole gateway (`litellm_settings.max_budget`), per `budget_duration`.
+    pub global_budget: Option<f64>,
+    pub global_budget_duration: Option<String>,
+    pub end_user_budget: Option<f64>,
+    /// Admit when budgets cannot be checked (default: refuse).
+    pub budgets_fail_open: bool,
+    /// Admit when rate limits cannot be checked (default: admit).
+    pub rate_limits_fail_open: bool,
+    pub reservation_ttl: Duration,
+}
+
+impl Default for QuotaSettings {
+    fn default() -> Self {
+        Self {
+            global_budget: None,
+            global_budget_duration: None,
+            end_user_budget: None,
+            budgets_fail_open: false,
+            rate_limits_fail_open: true,
+            reservation_ttl: Duration::from_secs(600),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -57,9 +89,12 @@ pub struct DeploymentConfig {
     /// Requests in flight on this deployment from this replica, at most.
     pub max_parallel_requests: Option<u32>,
     pub max_input_tokens: Option<u32>,
-    /// USD per token, for cost-based routing (the price table fills in what config leaves out).
-    pub input_cost_per_token: Option<f64>,
-    pub output_cost_per_token: Option<f64>,
+    /// What a token costs here: the deployment's own `*_cost_per_token`, else the price table's
+    /// entry for its model (or `model_info.base_model`). `None`: unknown, so its requests cost $0.
+    pub price: Option<Price>,
+    /// Longest answer the model can give (from the price table), the worst case a budget reserves
+    /// when a request sets no `max_tokens`.
+    pub max_output_tokens: Option<u32>,
     /// Drop parameters the provider does not support instead of refusing the request.
     pub drop_params: bool,
     /// AWS credentials and region (Bedrock).
@@ -193,7 +228,7 @@ fn validate(
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
     let mut warnings = Vec::new();
-    let master_key = match raw.general_settings.master_key {
+    let master_key = match raw.general_settings.master_key.clone() {
         Some(k) if k.trim().is_empty() => {
             return Err(ConfigError::at(
                 "general_settings.master_key",
@@ -204,8 +239,11 @@ fn validate(
     };
 
     let drop_params = raw.litellm_settings.drop_params;
+    let quotas = quota_settings(&raw.litellm_settings, &raw.general_settings)?;
+    let prices = price_table(raw.general_settings.model_prices_path.as_deref(), lookup)?;
     let mut deployments = Vec::with_capacity(raw.model_list.len());
     let mut seen_ids: HashMap<String, usize> = HashMap::new();
+    let mut access_groups: HashMap<String, Vec<ModelGroup>> = HashMap::new();
     for (i, m) in raw.model_list.into_iter().enumerate() {
         let at = |field: &str| format!("model_list[{i}].{field}");
         if m.model_name.trim().is_empty() {
@@ -331,6 +369,38 @@ fn validate(
                 at("model_info.mode")
             ));
         }
+        for a in &m.model_info.access_groups {
+            let groups = access_groups.entry(a.clone()).or_default();
+            if !groups.iter().any(|g| g.as_str() == m.model_name) {
+                groups.push(ModelGroup::new(m.model_name.clone()));
+            }
+        }
+        let priced_as = m.model_info.base_model.as_deref().unwrap_or(model);
+        let listed = prices.lookup(provider.name, priced_as);
+        let own = |v: Option<f64>| v.map(Price::pico_from_usd);
+        let price = match (
+            own(p.input_cost_per_token.or(m.model_info.input_cost_per_token)),
+            own(p.output_cost_per_token.or(m.model_info.output_cost_per_token)),
+        ) {
+            (None, None) => listed.map(|l| l.price),
+            (input, output) => {
+                let base = listed.map(|l| l.price).unwrap_or_default();
+                let input = input.unwrap_or(base.input);
+                Some(Price {
+                    input,
+                    output: output.unwrap_or(base.output),
+                    cache_read: if listed.is_some() { base.cache_read } else { input },
+                    cache_write: if listed.is_some() { base.cache_write } else { input },
+                })
+            }
+        };
+        if price.is_none() && p.mock_response.is_none() && !provider.self_hosted() {
+            warnings.push(format!(
+                "{}: no price known for {priced_as:?}; its requests cost $0 against budgets \
+                 (set input_cost_per_token/output_cost_per_token or model_info.base_model)",
+                at("litellm_params.model")
+            ));
+        }
         deployments.push(DeploymentConfig {
             id: DeploymentId::new(id),
             group: ModelGroup::new(m.model_name),
@@ -364,9 +434,12 @@ fn validate(
                 }
                 n => n,
             },
-            max_input_tokens: p.max_input_tokens.or(m.model_info.max_input_tokens),
-            input_cost_per_token: p.input_cost_per_token.or(m.model_info.input_cost_per_token),
-            output_cost_per_token: p.output_cost_per_token.or(m.model_info.output_cost_per_token),
+            max_input_tokens: p
+                .max_input_tokens
+                .or(m.model_info.max_input_tokens)
+                .or(listed.and_then(|l| l.max_input_tokens)),
+            price,
+            max_output_tokens: listed.and_then(|l| l.max_output_tokens),
             drop_params: p.drop_params.or(drop_params).unwrap_or(false),
             aws,
             vertex,
@@ -378,9 +451,73 @@ fn validate(
         deployments,
         router,
         master_key,
+        access_groups,
+        quotas,
         ignored_keys,
         warnings,
     })
+}
+
+fn quota_settings(
+    l: &raw::RawLitellmSettings,
+    g: &raw::RawGeneralSettings,
+) -> Result<QuotaSettings, ConfigError> {
+    let usd = |v: Option<f64>, path: &str| match v {
+        Some(x) if !(x.is_finite() && x >= 0.0) => {
+            Err(ConfigError::at(path, "must be a non-negative number of USD"))
+        }
+        v => Ok(v),
+    };
+    let mode = |v: Option<&str>, path: &str, default_open: bool| match v {
+        None => Ok(default_open),
+        Some("open") => Ok(true),
+        Some("closed") => Ok(false),
+        Some(other) => Err(ConfigError::at(path, format!("{other:?}: use open or closed"))),
+    };
+    if let Some(d) = &l.budget_duration {
+        crate::domain::Window::parse(d)
+            .map_err(|m| ConfigError::at("litellm_settings.budget_duration", m))?;
+    }
+    Ok(QuotaSettings {
+        global_budget: usd(l.max_budget, "litellm_settings.max_budget")?,
+        global_budget_duration: l.budget_duration.clone(),
+        end_user_budget: usd(l.max_end_user_budget, "litellm_settings.max_end_user_budget")?,
+        budgets_fail_open: mode(
+            g.budget_failure_mode.as_deref(),
+            "general_settings.budget_failure_mode",
+            false,
+        )?,
+        rate_limits_fail_open: mode(
+            g.rate_limit_failure_mode.as_deref(),
+            "general_settings.rate_limit_failure_mode",
+            true,
+        )?,
+        reservation_ttl: match g.reservation_ttl {
+            Some(t) => seconds(t, "general_settings.reservation_ttl")?,
+            None => QuotaSettings::default().reservation_ttl,
+        },
+    })
+}
+
+/// The built-in price table, extended by `general_settings.model_prices_path` (or
+/// `SWITCHBOARD_MODEL_PRICES`): a file in LiteLLM's `model_prices_and_context_window.json` format.
+fn price_table(
+    path: Option<&str>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<PriceTable, ConfigError> {
+    let mut table = PriceTable::built_in();
+    let field = "general_settings.model_prices_path";
+    if let Some(path) = path
+        .map(str::to_string)
+        .or_else(|| lookup("SWITCHBOARD_MODEL_PRICES"))
+    {
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| ConfigError::at(field, format!("cannot read {path}: {e}")))?;
+        table
+            .merge_json(&text)
+            .map_err(|e| ConfigError::at(field, format!("{path} is not a LiteLLM price file: {e}")))?;
+    }
+    Ok(table)
 }
 
 /// Vertex AI: project (required), location (default us-central1), credentials (a service-account

@@ -43,6 +43,13 @@ impl ProviderSpec {
     }
 }
 
+impl ProviderSpec {
+    /// Models served on the operator's own hardware: no per-token price is expected.
+    pub fn self_hosted(&self) -> bool {
+        matches!(self.name, "hosted_vllm" | "lm_studio" | "ollama" | "ollama_chat")
+    }
+}
+
 /// One provider prefix: `openai/`, `groq/`, ...
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProviderSpec {

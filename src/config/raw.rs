@@ -63,6 +63,10 @@ pub struct RawLitellmParams {
 pub struct RawModelInfo {
     pub id: Option<String>,
     pub mode: Option<String>,
+    /// The model whose price and context window apply (e.g. an Azure deployment's real model).
+    pub base_model: Option<String>,
+    /// Names a key's `models` may list to allow this deployment's group.
+    pub access_groups: Vec<String>,
     pub max_input_tokens: Option<u32>,
     pub input_cost_per_token: Option<f64>,
     pub output_cost_per_token: Option<f64>,
@@ -129,10 +133,24 @@ pub struct RawLitellmSettings {
     pub content_policy_fallbacks: Vec<BTreeMap<String, Vec<String>>>,
     /// Seconds.
     pub request_timeout: Option<f64>,
+    /// USD: a budget for the whole gateway, per `budget_duration`.
+    pub max_budget: Option<f64>,
+    pub budget_duration: Option<String>,
+    /// USD: a budget for each end user (the `user` field of a request).
+    pub max_end_user_budget: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct RawGeneralSettings {
     pub master_key: Option<String>,
+    /// Switchboard: a price file in LiteLLM's `model_prices_and_context_window.json` format.
+    pub model_prices_path: Option<String>,
+    /// Switchboard: `closed` (default: refuse requests when budgets cannot be checked) or `open`.
+    pub budget_failure_mode: Option<String>,
+    /// Switchboard: `open` (default: admit when rate limits cannot be checked) or `closed`.
+    pub rate_limit_failure_mode: Option<String>,
+    /// Switchboard, seconds: how long a budget reservation outlives a replica that crashed
+    /// before settling it (default 600).
+    pub reservation_ttl: Option<f64>,
 }

@@ -136,7 +136,7 @@ fn unimplemented_keys_are_collected_with_paths() {
 model_list:
   - model_name: a
     litellm_params: {model: gpt-4o, top_k: 3}
-    model_info: {base_model: azure/gpt-4}
+    model_info: {supports_vision: true}
 router_settings: {enable_pre_call_checks: true, routing_strategy: least-busy}
 litellm_settings: {success_callback: [langfuse]}
 "#,
@@ -148,7 +148,7 @@ litellm_settings: {success_callback: [langfuse]}
         vec![
             "litellm_settings.success_callback",
             "model_list[0].litellm_params.top_k",
-            "model_list[0].model_info.base_model",
+            "model_list[0].model_info.supports_vision",
             "router_settings.enable_pre_call_checks",
         ]
     );

@@ -6,13 +6,15 @@ mod error;
 mod ids;
 mod money;
 mod secret;
+mod time;
 
 pub use chat::*;
 pub use embed::*;
 pub use error::ErrorClass;
 pub use ids::{DeploymentId, ModelGroup};
-pub use money::Cost;
+pub use money::{Cost, Price};
 pub use secret::Secret;
+pub use time::{Window, civil_from_days, day_of, days_from_civil};
 
 /// Token counts of one call.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -20,7 +20,10 @@ use arc_swap::ArcSwap;
 use tokio::time::Instant;
 
 use crate::{
-    domain::{ChatRequest, ChatResponse, DeploymentId, EmbedRequest, EmbedResponse, ErrorClass, ModelGroup},
+    domain::{
+        ChatRequest, ChatResponse, Cost, DeploymentId, EmbedRequest, EmbedResponse, ErrorClass, ModelGroup,
+        Price, Usage,
+    },
     providers::ProviderError,
 };
 pub use fleet::FleetState;
@@ -31,6 +34,12 @@ pub use state::{
 };
 pub use stream::RoutedStream;
 pub use table::{Deployment, Group, RoutingTable};
+
+/// Prompt tokens of a chat request before the provider counts them (about four characters per
+/// token plus per-message overhead): what budgets and token limits reserve.
+pub fn estimate_prompt_tokens(req: &ChatRequest) -> u64 {
+    fit::Prompt::chat(req).estimate()
+}
 
 /// One upstream attempt, for the caller's `route` and for error messages.
 #[derive(Debug, Clone)]
@@ -56,6 +65,15 @@ pub struct RouteInfo {
     pub attempts: Vec<AttemptRecord>,
     /// Fallback groups entered, in order.
     pub fallbacks: Vec<ModelGroup>,
+    /// The answering deployment's price (`None`: unknown, costed at $0).
+    pub price: Option<Price>,
+}
+
+impl RouteInfo {
+    /// What the answer cost.
+    pub fn cost(&self, usage: &Usage) -> Cost {
+        self.price.map_or(Cost::ZERO, |p| p.cost(usage))
+    }
 }
 
 /// A routed answer with its route.
@@ -301,6 +319,7 @@ fn finish(done: Done, fallbacks: &[ModelGroup], attempts: Vec<AttemptRecord>) ->
         upstream_model: d.provider.upstream_model().to_string(),
         attempts,
         fallbacks: fallbacks.to_vec(),
+        price: d.price,
     };
     (done, route)
 }

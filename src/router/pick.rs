@@ -26,7 +26,9 @@ impl Pick<'_> {
             RoutingStrategy::SimpleShuffle => self.weighted(eligible),
             RoutingStrategy::LeastBusy => self.lowest(eligible, |v, _| f64::from(v.in_flight)),
             RoutingStrategy::UsageBased => self.lowest(eligible, |v, _| v.tpm_used as f64),
-            RoutingStrategy::CostBased => self.lowest(eligible, |_, d| d.price.unwrap_or(f64::INFINITY)),
+            RoutingStrategy::CostBased => self.lowest(eligible, |_, d| {
+                d.price.map_or(f64::INFINITY, |p| (p.input + p.output) as f64)
+            }),
             RoutingStrategy::LatencyBased => self.fastest(eligible),
         }
     }

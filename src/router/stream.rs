@@ -14,7 +14,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::{DeploymentState, Lease, Outcome, RouteError, RouteInfo};
 use crate::{
-    domain::{ChatChunk, ErrorClass},
+    domain::{ChatChunk, ErrorClass, Usage},
     providers::{ChunkStream, ProviderError},
 };
 
@@ -48,6 +48,10 @@ pub struct RoutedStream {
     lease: Option<Lease>,
     /// Prompt tokens counted at admission, corrected when the usage chunk arrives.
     estimated_tokens: u64,
+    /// The upstream's usage report, when one arrived.
+    usage: Option<Usage>,
+    /// Characters of answer text and tool-call arguments seen, for an estimate when no usage arrives.
+    output_chars: u64,
     done: bool,
 }
 
@@ -72,6 +76,8 @@ impl RoutedStream {
             state,
             lease: Some(lease),
             estimated_tokens,
+            usage: None,
+            output_chars: 0,
             done: false,
         };
         s.observe(&first);
@@ -83,8 +89,25 @@ impl RoutedStream {
         &self.route
     }
 
+    /// What the stream consumed so far: the upstream's report, or (for upstreams that send none, and
+    /// for streams cut short) an estimate of about four characters per token, never zero.
+    pub fn usage(&self) -> Usage {
+        self.usage.unwrap_or_else(|| {
+            let prompt = u32::try_from(self.estimated_tokens).unwrap_or(u32::MAX);
+            let completion = u32::try_from(self.output_chars.div_ceil(4)).unwrap_or(u32::MAX);
+            Usage::new(prompt, completion.max(1))
+        })
+    }
+
     fn observe(&mut self, chunk: &ChatChunk) {
+        for c in &chunk.choices {
+            self.output_chars += c.delta.content.as_deref().map_or(0, |t| t.chars().count() as u64);
+            for t in &c.delta.tool_calls {
+                self.output_chars += t.arguments.as_ref().map_or(0, |a| a.len() as u64);
+            }
+        }
         if let Some(u) = &chunk.usage {
+            self.usage = Some(*u);
             let actual = i64::from(u.total_tokens);
             self.state
                 .adjust_tokens(&self.route.deployment, actual - self.estimated_tokens as i64);

@@ -10,7 +10,7 @@ use tokio::sync::{Notify, Semaphore};
 
 use crate::{
     config::{Config, DeploymentConfig, Hedge, RouterSettings, RoutingStrategy},
-    domain::{DeploymentId, ModelGroup},
+    domain::{DeploymentId, ModelGroup, Price},
     providers::{self, HttpClient, Provider},
 };
 
@@ -35,8 +35,10 @@ pub struct Deployment {
     pub tpm: Option<u64>,
     /// `max_parallel_requests` on this replica.
     pub slots: Option<Arc<Semaphore>>,
-    /// USD per input token + per output token, when known (cost-based routing).
-    pub price: Option<f64>,
+    /// What its tokens cost, when known (cost accounting, budgets, cost-based routing).
+    pub price: Option<Price>,
+    /// Longest answer the model can give, when known (the worst case a budget reserves).
+    pub max_output_tokens: Option<u32>,
     pub max_input_tokens: Option<u32>,
     /// How prompt tokens are counted for the context-window check.
     pub counter: super::fit::Counter,
@@ -105,11 +107,20 @@ pub struct Group {
     pub queued: Arc<AtomicU32>,
     /// Success-path request metrics: `[grpc, http]`.
     pub metrics: [RequestMetrics; 2],
+    /// The dearest price among its deployments: what a budget reserves for a request's worst case.
+    pub worst_price: Option<Price>,
+    /// The longest answer any deployment can give (a budget's worst case without `max_tokens`).
+    pub max_output_tokens: u32,
 }
+
+/// Reserved output when neither the request nor the price table bounds it.
+const DEFAULT_MAX_OUTPUT: u32 = 4096;
 
 pub struct RoutingTable {
     pub groups: HashMap<ModelGroup, Group>,
     pub settings: RouterSettings,
+    /// `model_info.access_groups`: a name a key's `models` may list -> the groups it covers.
+    pub access_groups: HashMap<String, Vec<ModelGroup>>,
 }
 
 impl RoutingTable {
@@ -137,6 +148,12 @@ impl RoutingTable {
                     .map(|(d, w)| Arc::new(deployment(d, w, s, http)))
                     .collect();
                 let group = Group {
+                    worst_price: deployments.iter().filter_map(|d| d.price).reduce(Price::max),
+                    max_output_tokens: deployments
+                        .iter()
+                        .filter_map(|d| d.max_output_tokens)
+                        .max()
+                        .unwrap_or(DEFAULT_MAX_OUTPUT),
                     ids: deployments.iter().map(|d| d.id.clone()).collect(),
                     has_default_tag: deployments.iter().any(|d| d.tags.iter().any(|t| t == "default")),
                     deployments,
@@ -157,6 +174,7 @@ impl RoutingTable {
         RoutingTable {
             groups,
             settings: s.clone(),
+            access_groups: config.access_groups.clone(),
         }
     }
 }
@@ -165,10 +183,6 @@ fn deployment(d: &DeploymentConfig, pick_weight: f64, s: &RouterSettings, http: 
     let provider = providers::build(d, http);
     let timeout = d.timeout.unwrap_or(s.timeout);
     let ttft_timeout = d.stream_timeout.or(s.stream_timeout).unwrap_or(timeout);
-    let price = match (d.input_cost_per_token, d.output_cost_per_token) {
-        (None, None) => None,
-        (i, o) => Some(i.unwrap_or(0.0) + o.unwrap_or(0.0)),
-    };
     Deployment {
         id: d.id.clone(),
         group: d.group.clone(),
@@ -185,7 +199,8 @@ fn deployment(d: &DeploymentConfig, pick_weight: f64, s: &RouterSettings, http: 
         slots: d
             .max_parallel_requests
             .map(|n| Arc::new(Semaphore::new(n as usize))),
-        price,
+        price: d.price,
+        max_output_tokens: d.max_output_tokens,
         max_input_tokens: d.max_input_tokens,
         counter: super::fit::Counter::for_model(&d.model),
         server_address: provider.server_address().map(str::to_string),

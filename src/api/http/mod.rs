@@ -29,10 +29,12 @@ use tracing::Instrument as _;
 
 use super::{
     Gateway,
+    admission::MeteredStream,
     error::ApiError,
+    grpc::Ask,
     observe::{self, Scope},
 };
-use crate::router::{RouteError, RouteInfo};
+use crate::{domain::Cost, limits::Grant, router::RouteInfo};
 
 /// Largest request body accepted (images travel base64-encoded inside messages).
 const MAX_BODY: usize = 32 << 20;
@@ -182,7 +184,6 @@ fn route_headers(headers: &mut HeaderMap, route: &RouteInfo, started: Instant, i
     put("x-switchboard-model-group", route.group.to_string());
     put("x-switchboard-deployment", route.deployment.to_string());
     put("x-switchboard-attempts", route.attempts.len().to_string());
-    put("x-switchboard-cost-usd", "0".to_string());
     put("x-switchboard-cache-hit", "false".to_string());
     if !route.fallbacks.is_empty() {
         put(
@@ -251,39 +252,66 @@ async fn chat_inner(
     group: &mut String,
 ) -> Result<(Response, RouteInfo), ApiError> {
     let started = scope.clock();
-    authenticate(s, headers)?;
+    let principal = authenticate(s, headers)?;
     let bytes = read_body(body).await?;
     let (req, ignored) = wire::parse::<wire::ChatCompletionRequest>(&bytes)?;
     group.clone_from(&req.model);
     let (stream, include_usage, deadline) = (req.stream, req.include_usage(), deadline(req.timeout));
-    let req = req.into_domain()?;
+    let mut req = req.into_domain()?;
+    let prompt_tokens = crate::router::estimate_prompt_tokens(&req);
+    let ask = Ask {
+        request_id: &scope.request_id,
+        end_user: req.user.as_deref(),
+        prompt_tokens,
+        max_tokens: req.params.max_tokens,
+    };
+    let ticket = s.gateway.admit(&principal, &mut req.model, ask).await?;
+    let grant = ticket.grant();
     let router = &s.gateway.router;
     if !stream {
-        let routed = router.chat(&req, deadline).await?;
+        let (routed, cost) = ticket.settle_routed(router.chat(&req, deadline).await, |v| &v.usage)?;
         let mut resp = (StatusCode::OK, wire::completion_json(&routed.value)).into_response();
         resp.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         route_headers(resp.headers_mut(), &routed.route, started, &ignored);
+        quota_headers(resp.headers_mut(), cost, &grant);
         return Ok((resp, routed.route));
     }
-    let routed = router.chat_stream(&req, deadline).await?;
+    let routed = match router.chat_stream(&req, deadline).await {
+        Ok(r) => r,
+        Err(e) => return Err(ticket.failed(e)),
+    };
     let route = routed.route().clone();
     observe::first_chunk("http", &route, started.elapsed());
     let mut hdrs = HeaderMap::new();
     route_headers(&mut hdrs, routed.route(), started, &ignored);
+    quota_headers(&mut hdrs, Cost::ZERO, &grant);
+    hdrs.remove("x-switchboard-cost-usd");
     // Chunks, then `[DONE]` on success; an error event ends the stream without
-    // `[DONE]`, so clients can tell it failed.
-    let events = futures_util::stream::unfold(Some(routed), move |state| async move {
-        let mut routed = state?;
+    // `[DONE]`, so clients can tell it failed. The ticket settles at the end, or when the caller
+    // goes away, at the cost of what the stream consumed.
+    let metered = MeteredStream {
+        inner: routed,
+        ticket: Some(ticket),
+    };
+    let events = futures_util::stream::unfold(Some(metered), move |state| async move {
+        let mut m = state?;
         loop {
-            match routed.next().await {
+            match m.inner.next().await {
                 Some(Ok(chunk)) => {
                     if let Some(event) = wire::chunk_event(&chunk, include_usage) {
-                        return Some((Bytes::from(event), Some(routed)));
+                        return Some((Bytes::from(event), Some(m)));
                     }
                 }
-                Some(Err(e)) => return Some((stream_error(e), None)),
-                None => return Some((Bytes::from_static(b"data: [DONE]\n\n"), None)),
+                Some(Err(e)) => {
+                    let e = ApiError::from(e);
+                    m.settle(e.reason());
+                    return Some((stream_error(&e), None));
+                }
+                None => {
+                    m.settle("ok");
+                    return Some((Bytes::from_static(b"data: [DONE]\n\n"), None));
+                }
             }
         }
     });
@@ -299,9 +327,23 @@ async fn chat_inner(
 }
 
 /// A failure after the stream started: an SSE `error` event in OpenAI's shape.
-fn stream_error(e: RouteError) -> Bytes {
-    let body = ApiError::from(e).to_http().body;
+fn stream_error(e: &ApiError) -> Bytes {
+    let body = e.to_http().body;
     Bytes::from(format!("data: {body}\n\n"))
+}
+
+/// The cost and what is left of the caller's rate limits.
+fn quota_headers(headers: &mut HeaderMap, cost: Cost, grant: &Grant) {
+    headers.insert("x-switchboard-cost-usd", HeaderValue::from(0));
+    if let Ok(v) = HeaderValue::from_str(&format!("{:.9}", cost.usd())) {
+        headers.insert("x-switchboard-cost-usd", v);
+    }
+    if let Some(n) = grant.rpm_remaining {
+        headers.insert("x-ratelimit-remaining-requests", HeaderValue::from(n));
+    }
+    if let Some(n) = grant.tpm_remaining {
+        headers.insert("x-ratelimit-remaining-tokens", HeaderValue::from(n));
+    }
 }
 
 async fn embeddings(State(s): State<Http>, headers: HeaderMap, body: Body) -> Response {
@@ -321,17 +363,28 @@ async fn embeddings_inner(
     group: &mut String,
 ) -> Result<(Response, RouteInfo), ApiError> {
     let started = scope.clock();
-    authenticate(s, headers)?;
+    let principal = authenticate(s, headers)?;
     let bytes = read_body(body).await?;
     let (req, ignored) = wire::parse::<wire::EmbeddingsRequest>(&bytes)?;
     group.clone_from(&req.model);
     let (base64, deadline) = (req.base64()?, deadline(req.timeout));
-    let req = req.into_domain()?;
-    let routed = s.gateway.router.embed(&req, deadline).await?;
+    let mut req = req.into_domain()?;
+    let prompt_tokens = req.estimated_prompt_tokens();
+    let ask = Ask {
+        request_id: &scope.request_id,
+        end_user: req.user.as_deref(),
+        prompt_tokens,
+        max_tokens: Some(0),
+    };
+    let ticket = s.gateway.admit(&principal, &mut req.model, ask).await?;
+    let grant = ticket.grant();
+    let result = s.gateway.router.embed(&req, deadline).await;
+    let (routed, cost) = ticket.settle_routed(result, |v| &v.usage)?;
     let mut resp = (StatusCode::OK, wire::embeddings_json(&routed.value, base64)).into_response();
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     route_headers(resp.headers_mut(), &routed.route, started, &ignored);
+    quota_headers(resp.headers_mut(), cost, &grant);
     Ok((resp, routed.route))
 }
 

@@ -1,0 +1,262 @@
+//! Admission: the caller's key, team, user, end user and the gateway budget become ledger scopes;
+//! the request's worst-case cost and token estimate are reserved in all of them at once, and the
+//! [`Ticket`] settles the actual cost afterwards (off the request path). Requests whose caller has no
+//! limits skip the ledger entirely; their spend record is still written.
+
+use std::{sync::Arc, time::Instant};
+
+use super::error::ApiError;
+use crate::{
+    auth::{Limits, Principal, Window},
+    config::QuotaSettings,
+    domain::{Cost, DeploymentId, Usage},
+    limits::{Budget, Demand, Grant, LedgerError, Scope, Settler, SpendRecord, now_ms},
+    router::Group,
+};
+
+pub struct Quotas {
+    pub settler: Settler,
+    pub settings: QuotaSettings,
+    global: Limits,
+    end_user: Limits,
+}
+
+impl Quotas {
+    pub fn new(settler: Settler, settings: QuotaSettings) -> Self {
+        let global = Limits {
+            max_budget: settings.global_budget.map(Cost::from_usd),
+            budget_duration: settings
+                .global_budget_duration
+                .as_deref()
+                .and_then(|d| Window::parse(d).ok()),
+            ..Limits::default()
+        };
+        let end_user = Limits {
+            max_budget: settings.end_user_budget.map(Cost::from_usd),
+            ..Limits::default()
+        };
+        Self {
+            settler,
+            settings,
+            global,
+            end_user,
+        }
+    }
+
+    /// Every scope with a limit that applies to this caller.
+    fn scopes(&self, principal: &Principal, end_user: Option<&str>, now: i64) -> Vec<Scope> {
+        let mut out = Vec::new();
+        let mut add = |id: String, limits: &Limits, anchor: i64| {
+            if limits.is_empty() {
+                return;
+            }
+            let budget = (limits.max_budget.is_some() || limits.soft_budget.is_some()).then(|| {
+                let (window_start, window_end) = limits
+                    .budget_duration
+                    .map_or((0, i64::MAX), |w| w.around(anchor, now));
+                Budget {
+                    max: limits.max_budget,
+                    soft: limits.soft_budget,
+                    window_start,
+                    window_end,
+                }
+            });
+            out.push(Scope {
+                id,
+                budget,
+                rpm: limits.rpm_limit,
+                tpm: limits.tpm_limit,
+                parallel: limits.max_parallel_requests,
+            });
+        };
+        if let Principal::Key(who) = principal {
+            add(format!("key:{}", who.key.id), &who.key.limits, who.key.created_ms);
+            if let Some(t) = &who.team {
+                add(format!("team:{}", t.id), &t.limits, t.created_ms);
+            }
+            if let Some(u) = &who.user {
+                add(format!("user:{}", u.id), &u.limits, u.created_ms);
+            }
+        }
+        if let Some(e) = end_user.filter(|e| !e.is_empty()) {
+            add(format!("end_user:{e}"), &self.end_user, 0);
+        }
+        add("global".into(), &self.global, 0);
+        out
+    }
+
+    /// Reserves the request's worst case in every scope, or refuses it.
+    pub async fn admit(&self, req: Admission<'_>) -> Result<Ticket, ApiError> {
+        let now = now_ms();
+        let scopes = self.scopes(req.principal, req.end_user, now);
+        let max_output = req
+            .max_tokens
+            .unwrap_or(req.group.map_or(0, |g| g.max_output_tokens));
+        let worst = req.group.and_then(|g| g.worst_price).map_or(Cost::ZERO, |p| {
+            p.worst_case(req.prompt_tokens, u64::from(max_output))
+        });
+        let (key_id, team_id, user_id) = match req.principal {
+            Principal::Key(who) => (
+                Some(who.key.id.clone()),
+                who.key.team_id.clone(),
+                who.key.user_id.clone(),
+            ),
+            _ => (None, None, None),
+        };
+        let mut grant = Grant::default();
+        let mut scopes: Arc<[Scope]> = scopes.into();
+        if !scopes.is_empty() {
+            let demand = Demand {
+                request_id: req.request_id.to_string(),
+                cost: worst,
+                tokens: req.prompt_tokens,
+                lease_ms: self.settings.reservation_ttl.as_millis() as u64,
+            };
+            match self.settler.ledger().admit(&scopes, &demand).await {
+                Ok(Ok(g)) => grant = g,
+                Ok(Err(refusal)) => {
+                    metrics::counter!("switchboard_quota_refusals_total", "reason" => refusal.reason())
+                        .increment(1);
+                    return Err(ApiError::Quota(refusal));
+                }
+                Err(LedgerError::Unavailable(why)) => {
+                    let budgets = scopes.iter().any(|s| s.budget.is_some_and(|b| b.max.is_some()));
+                    let rates = scopes
+                        .iter()
+                        .any(|s| s.rpm.is_some() || s.tpm.is_some() || s.parallel.is_some());
+                    metrics::counter!("switchboard_ledger_unavailable_total").increment(1);
+                    if (budgets && !self.settings.budgets_fail_open)
+                        || (rates && !self.settings.rate_limits_fail_open)
+                    {
+                        return Err(ApiError::LedgerDown(why));
+                    }
+                    tracing::warn!(error = %why, "ledger unreachable: admitting without limits (fail-open)");
+                    // Nothing was reserved; settlement still records the spend.
+                    scopes = Arc::from(Vec::new());
+                }
+            }
+        }
+        Ok(Ticket {
+            settler: self.settler.clone(),
+            scopes,
+            grant,
+            started: Instant::now(),
+            record: Some(SpendRecord {
+                request_id: req.request_id.to_string(),
+                key_id,
+                team_id,
+                user_id,
+                end_user: req.end_user.filter(|e| !e.is_empty()).map(str::to_string),
+                model_group: req.model.to_string(),
+                deployment: None,
+                prompt_tokens: 0,
+                completion_tokens: 0,
+                cost: Cost::ZERO,
+                latency_ms: 0,
+                status: String::new(),
+                at_ms: now,
+                estimated_tokens: req.prompt_tokens,
+                minute: grant.minute,
+            }),
+        })
+    }
+}
+
+/// What admission needs to know about a request.
+pub struct Admission<'a> {
+    pub principal: &'a Principal,
+    pub request_id: &'a str,
+    pub model: &'a str,
+    pub group: Option<&'a Group>,
+    pub end_user: Option<&'a str>,
+    pub prompt_tokens: u64,
+    pub max_tokens: Option<u32>,
+}
+
+/// An admitted request's reservation. [`Ticket::settle`] charges what it cost; dropped unsettled
+/// (a cancelled call), it releases the reservation and records the request as cancelled.
+pub struct Ticket {
+    settler: Settler,
+    scopes: Arc<[Scope]>,
+    grant: Grant,
+    started: Instant,
+    record: Option<SpendRecord>,
+}
+
+impl Ticket {
+    pub fn grant(&self) -> Grant {
+        self.grant
+    }
+
+    pub fn settle(mut self, deployment: Option<&DeploymentId>, usage: &Usage, cost: Cost, status: &str) {
+        self.finish(deployment, usage, cost, status);
+    }
+
+    fn finish(&mut self, deployment: Option<&DeploymentId>, usage: &Usage, cost: Cost, status: &str) {
+        let Some(mut r) = self.record.take() else {
+            return;
+        };
+        r.deployment = deployment.map(ToString::to_string);
+        r.prompt_tokens = u64::from(usage.prompt_tokens);
+        r.completion_tokens = u64::from(usage.completion_tokens);
+        r.cost = cost;
+        r.latency_ms = self.started.elapsed().as_millis() as u64;
+        r.status = status.to_string();
+        self.settler.submit(self.scopes.clone(), r);
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.finish(None, &Usage::default(), Cost::ZERO, "cancelled");
+    }
+}
+
+impl Ticket {
+    /// Settles a unary call: the answer's cost, or nothing for a failure (whose error it returns).
+    pub fn settle_routed<T>(
+        self,
+        result: Result<crate::router::Routed<T>, crate::router::RouteError>,
+        usage: impl Fn(&T) -> &Usage,
+    ) -> Result<(crate::router::Routed<T>, Cost), ApiError> {
+        match result {
+            Ok(routed) => {
+                let u = usage(&routed.value);
+                let cost = routed.route.cost(u);
+                self.settle(Some(&routed.route.deployment), u, cost, "ok");
+                Ok((routed, cost))
+            }
+            Err(e) => Err(self.failed(e)),
+        }
+    }
+
+    /// Settles a request that failed before answering (nothing charged) and returns its error.
+    pub fn failed(self, e: crate::router::RouteError) -> ApiError {
+        let e = ApiError::from(e);
+        self.settle(None, &Usage::default(), Cost::ZERO, e.reason());
+        e
+    }
+}
+
+/// A routed stream with the ticket it settles: when it ends, fails, or is dropped because the
+/// caller went away, at the cost of what it consumed.
+pub struct MeteredStream {
+    pub inner: crate::router::RoutedStream,
+    pub ticket: Option<Ticket>,
+}
+
+impl MeteredStream {
+    pub fn settle(&mut self, status: &str) {
+        if let Some(t) = self.ticket.take() {
+            let usage = self.inner.usage();
+            let route = self.inner.route();
+            t.settle(Some(&route.deployment), &usage, route.cost(&usage), status);
+        }
+    }
+}
+
+impl Drop for MeteredStream {
+    fn drop(&mut self) {
+        self.settle("cancelled");
+    }
+}

@@ -1,0 +1,86 @@
+//! Settlement off the request path: the caller has its answer; the ledger write follows, retried
+//! with backoff while the ledger is unreachable (the reservation keeps the budget safe meanwhile).
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::sync::Notify;
+
+use super::{Scope, SharedLedger, SpendRecord};
+
+/// Backoff between attempts; after the last a record is given up (logged and counted).
+const BACKOFF_MS: &[u64] = &[50, 200, 500, 1000, 2000, 5000, 10_000, 30_000, 60_000, 120_000];
+
+#[derive(Clone)]
+pub struct Settler {
+    ledger: SharedLedger,
+    pending: Arc<AtomicUsize>,
+    idle: Arc<Notify>,
+}
+
+impl Settler {
+    pub fn new(ledger: SharedLedger) -> Self {
+        Self {
+            ledger,
+            pending: Arc::new(AtomicUsize::new(0)),
+            idle: Arc::new(Notify::new()),
+        }
+    }
+
+    pub fn ledger(&self) -> &SharedLedger {
+        &self.ledger
+    }
+
+    /// Settles in the background; never blocks the caller.
+    pub fn submit(&self, scopes: Arc<[Scope]>, record: SpendRecord) {
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        let this = self.clone();
+        tokio::spawn(async move {
+            this.settle(&scopes, &record).await;
+            if this.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+                this.idle.notify_waiters();
+            }
+        });
+    }
+
+    async fn settle(&self, scopes: &[Scope], record: &SpendRecord) {
+        for (attempt, wait) in std::iter::once(&0).chain(BACKOFF_MS).enumerate() {
+            tokio::time::sleep(Duration::from_millis(*wait)).await;
+            match self.ledger.settle(scopes, record).await {
+                Ok(crossed) => {
+                    for scope in crossed {
+                        tracing::warn!(scope = %scope, "soft budget crossed");
+                        metrics::counter!("switchboard_soft_budget_alerts_total").increment(1);
+                    }
+                    metrics::counter!("switchboard_spend_nano_usd_total")
+                        .increment(record.cost.nano_usd().max(0) as u64);
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(attempt, error = %e, request_id = %record.request_id, "settlement failed; retrying");
+                }
+            }
+        }
+        tracing::error!(request_id = %record.request_id, cost = %record.cost, "spend record lost: the ledger stayed unreachable");
+        metrics::counter!("switchboard_spend_records_lost_total").increment(1);
+    }
+
+    /// Waits until every submitted settlement is done, at most `timeout` (shutdown).
+    pub async fn flush(&self, timeout: Duration) -> bool {
+        let wait = async {
+            loop {
+                let idle = self.idle.notified();
+                if self.pending.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.is_ok()
+    }
+}

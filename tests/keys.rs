@@ -1,0 +1,392 @@
+//! Virtual keys, teams, budgets and spend through the gateway's admin API and data plane.
+
+mod common;
+
+use common::{Gateway, chat_request, fake_openai::FakeOpenAi, reason};
+use switchboard::proto::{
+    self as pb, admin_service_client::AdminServiceClient, chat_service_client::ChatServiceClient,
+};
+use tonic::{Code, Request, transport::Channel};
+
+const MASTER: &str = "sk-master-keys-test";
+
+/// `smart` and `cheap` at $1 per million input tokens and $2 per million output tokens.
+async fn gateway(fake: &FakeOpenAi, extra: &str) -> Gateway {
+    let dep = |name: &str| {
+        format!(
+            "  - model_name: {name}\n    litellm_params: {{model: openai/gpt-4o, api_base: \"{}\", api_key: k, input_cost_per_token: 0.000001, output_cost_per_token: 0.000002}}\n",
+            fake.base()
+        )
+    };
+    let yaml = format!(
+        "model_list:\n{}{}general_settings: {{master_key: {MASTER}}}\n{extra}",
+        dep("smart"),
+        dep("cheap")
+    );
+    Gateway::start(&yaml).await
+}
+
+fn with_key<T>(msg: T, key: &str) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    r
+}
+
+async fn admin(gw: &Gateway) -> AdminServiceClient<Channel> {
+    AdminServiceClient::new(gw.channel().await)
+}
+
+async fn create_key(gw: &Gateway, spec: pb::KeySpec) -> (String, pb::KeyInfo) {
+    let r = admin(gw)
+        .await
+        .create_key(with_key(pb::CreateKeyRequest { spec: Some(spec) }, MASTER))
+        .await
+        .unwrap()
+        .into_inner();
+    (r.key, r.info.unwrap())
+}
+
+async fn ask(
+    chat: &mut ChatServiceClient<Channel>,
+    key: &str,
+    model: &str,
+) -> Result<pb::ChatResponse, tonic::Status> {
+    let mut req = chat_request(model, "hi");
+    req.max_tokens = Some(5);
+    chat.complete(with_key(req, key)).await.map(|r| r.into_inner())
+}
+
+#[tokio::test]
+async fn a_virtual_key_calls_its_models_and_nothing_else() {
+    let fake = FakeOpenAi::replying("one two three").await;
+    let gw = gateway(&fake, "").await;
+    let (key, info) = create_key(
+        &gw,
+        pb::KeySpec {
+            models: vec!["cheap".into()],
+            key_alias: "ci".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(key.starts_with("sk-") && info.key_preview.ends_with(&key[key.len() - 4..]));
+    let mut chat = gw.chat().await;
+    let ok = ask(&mut chat, &key, "cheap").await.unwrap();
+    // 11 prompt tokens at $1/M and 3 completion tokens at $2/M.
+    assert_eq!(ok.route.unwrap().cost_nano_usd, 17_000);
+
+    let denied = ask(&mut chat, &key, "smart").await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    assert_eq!(reason(&denied), "MODEL_NOT_ALLOWED");
+    assert!(denied.message().contains("smart"), "{}", denied.message());
+
+    let unknown = ask(&mut chat, "sk-not-a-key", "cheap").await.unwrap_err();
+    assert_eq!(unknown.code(), Code::Unauthenticated);
+
+    // A virtual key is not an admin credential.
+    let not_admin = admin(&gw)
+        .await
+        .list_keys(with_key(pb::ListKeysRequest::default(), &key))
+        .await
+        .unwrap_err();
+    assert_eq!(not_admin.code(), Code::PermissionDenied);
+
+    // Blocking and regenerating take effect at once; the old secret never works again.
+    let mut a = admin(&gw).await;
+    a.block_key(with_key(
+        pb::BlockKeyRequest {
+            key_id: info.key_id.clone(),
+            blocked: true,
+        },
+        MASTER,
+    ))
+    .await
+    .unwrap();
+    let blocked = ask(&mut chat, &key, "cheap").await.unwrap_err();
+    assert_eq!(
+        (blocked.code(), reason(&blocked).as_str()),
+        (Code::Unauthenticated, "API_KEY_BLOCKED")
+    );
+    a.block_key(with_key(
+        pb::BlockKeyRequest {
+            key_id: info.key_id.clone(),
+            blocked: false,
+        },
+        MASTER,
+    ))
+    .await
+    .unwrap();
+    let fresh = a
+        .regenerate_key(with_key(
+            pb::RegenerateKeyRequest {
+                key_id: info.key_id.clone(),
+            },
+            MASTER,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        ask(&mut chat, &key, "cheap").await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    ask(&mut chat, &fresh.key, "cheap").await.unwrap();
+
+    // Listing shows previews, never secrets.
+    let listed = a
+        .list_keys(with_key(pb::ListKeysRequest::default(), MASTER))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.keys.len(), 1);
+    assert!(!format!("{listed:?}").contains(&fresh.key[3..]));
+}
+
+#[tokio::test]
+async fn aliases_and_team_allow_lists_apply() {
+    let fake = FakeOpenAi::replying("one two three").await;
+    let gw = gateway(&fake, "").await;
+    let mut a = admin(&gw).await;
+    a.create_team(with_key(
+        pb::CreateTeamRequest {
+            spec: Some(pb::TeamSpec {
+                team_id: "research".into(),
+                models: vec!["smart".into()],
+                ..Default::default()
+            }),
+        },
+        MASTER,
+    ))
+    .await
+    .unwrap();
+    let (key, _) = create_key(
+        &gw,
+        pb::KeySpec {
+            team_id: "research".into(),
+            aliases: [("gpt-4".to_string(), "smart".to_string())].into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut chat = gw.chat().await;
+    let r = ask(&mut chat, &key, "gpt-4").await.unwrap();
+    assert_eq!(r.route.unwrap().model_group, "smart");
+    let denied = ask(&mut chat, &key, "cheap").await.unwrap_err();
+    assert_eq!(
+        denied.code(),
+        Code::PermissionDenied,
+        "the team allows only smart"
+    );
+    let in_use = a
+        .delete_team(with_key(
+            pb::DeleteTeamRequest {
+                team_id: "research".into(),
+            },
+            MASTER,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(in_use.code(), Code::FailedPrecondition);
+    let bad = a
+        .create_key(with_key(
+            pb::CreateKeyRequest {
+                spec: Some(pb::KeySpec {
+                    limits: Some(pb::Limits {
+                        budget_duration: "1y".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            },
+            MASTER,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert!(bad.message().contains("budget_duration"), "{}", bad.message());
+}
+
+#[tokio::test]
+async fn a_budget_refuses_the_request_that_could_exceed_it_and_spend_is_reported() {
+    let fake = FakeOpenAi::replying("one two three").await;
+    let gw = gateway(&fake, "").await;
+    // Each call costs $0.000017; its worst case (the prompt estimate + max_tokens 5) $0.000030.
+    let (key, info) = create_key(
+        &gw,
+        pb::KeySpec {
+            limits: Some(pb::Limits {
+                max_budget: Some(0.00005),
+                budget_duration: "30d".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut chat = gw.chat().await;
+    let mut a = admin(&gw).await;
+    // Settlement runs after the answer (off the request path); until it lands the reservation
+    // holds the worst case, so wait for it before the next call.
+    let mut settled = async |want: i64| {
+        let mut spent = 0;
+        for _ in 0..200 {
+            let k = a
+                .get_key(with_key(
+                    pb::GetKeyRequest {
+                        key_id: info.key_id.clone(),
+                    },
+                    MASTER,
+                ))
+                .await
+                .unwrap()
+                .into_inner()
+                .info
+                .unwrap();
+            let s = k.spend.unwrap();
+            spent = s.spend_nano_usd;
+            if spent == want && s.reserved_nano_usd == 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("spend {spent}, expected {want}");
+    };
+    ask(&mut chat, &key, "cheap").await.unwrap();
+    settled(17_000).await;
+    ask(&mut chat, &key, "cheap").await.unwrap();
+    settled(34_000).await;
+    let mut a = admin(&gw).await;
+    let refused = ask(&mut chat, &key, "cheap").await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert_eq!(reason(&refused), "BUDGET_EXCEEDED");
+    let details = tonic_types::StatusExt::get_error_details(&refused);
+    let meta = &details.error_info().unwrap().metadata;
+    assert_eq!(meta["scope"], format!("key:{}", info.key_id));
+    assert_eq!(meta["limit_usd"], "0.000050");
+    assert_eq!(meta["spent_usd"], "0.000034");
+    assert!(meta.contains_key("resets_at_ms"));
+    assert_eq!(fake.count(), 2, "the refused request never reached the upstream");
+
+    let report = a
+        .get_spend(with_key(
+            pb::GetSpendRequest {
+                group_by: "key".into(),
+                ..Default::default()
+            },
+            MASTER,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let row = report
+        .rows
+        .iter()
+        .find(|r| r.name == format!("key:{}", info.key_id))
+        .expect("the key's row");
+    assert_eq!((row.spend_nano_usd, row.requests, row.tokens), (34_000, 2, 28));
+    let bad = a
+        .get_spend(with_key(
+            pb::GetSpendRequest {
+                group_by: "colour".into(),
+                ..Default::default()
+            },
+            MASTER,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn a_streamed_answer_costs_what_the_same_answer_costs_unary() {
+    let fake = FakeOpenAi::replying("one two three").await;
+    let gw = gateway(&fake, "").await;
+    let (key, _) = create_key(&gw, pb::KeySpec::default()).await;
+    let mut chat = gw.chat().await;
+    let unary = ask(&mut chat, &key, "cheap")
+        .await
+        .unwrap()
+        .route
+        .unwrap()
+        .cost_nano_usd;
+    let mut req = chat_request("cheap", "hi");
+    req.max_tokens = Some(5);
+    let mut stream = chat
+        .stream_complete(with_key(req, &key))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut streamed = None;
+    while let Some(c) = stream.message().await.unwrap() {
+        if let Some(r) = c.route {
+            streamed = Some(r.cost_nano_usd);
+        }
+    }
+    assert_eq!(unary, 17_000);
+    assert_eq!(streamed, Some(unary));
+    // Both settle (the stream's may land a moment after its last chunk), at the same cost.
+    let mut a = admin(&gw).await;
+    let mut logs = Vec::new();
+    for _ in 0..100 {
+        logs = a
+            .list_spend_logs(with_key(pb::ListSpendLogsRequest { limit: 10 }, MASTER))
+            .await
+            .unwrap()
+            .into_inner()
+            .logs;
+        if logs.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(logs.len(), 2, "{logs:?}");
+    assert!(
+        logs.iter()
+            .all(|l| l.spend_nano_usd == 17_000 && l.status == "ok"),
+        "{logs:?}"
+    );
+}
+
+#[tokio::test]
+async fn rate_limits_refuse_with_retry_info_and_http_429() {
+    let fake = FakeOpenAi::replying("one two three").await;
+    let gw = gateway(&fake, "").await;
+    let (key, _) = create_key(
+        &gw,
+        pb::KeySpec {
+            limits: Some(pb::Limits {
+                rpm_limit: Some(2),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    )
+    .await;
+    let client = common::http();
+    let post = || {
+        client
+            .post(format!("{}/v1/chat/completions", gw.url()))
+            .bearer_auth(&key)
+            .json(&serde_json::json!({"model": "cheap", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+    };
+    let first = post().await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["x-ratelimit-remaining-requests"], "1");
+    assert_eq!(first.headers()["x-switchboard-cost-usd"], "0.000017000");
+    let mut chat = gw.chat().await;
+    ask(&mut chat, &key, "cheap").await.unwrap();
+    let refused = ask(&mut chat, &key, "cheap").await.unwrap_err();
+    assert_eq!(
+        (refused.code(), reason(&refused).as_str()),
+        (Code::ResourceExhausted, "RATE_LIMITED")
+    );
+    let details = tonic_types::StatusExt::get_error_details(&refused);
+    assert!(details.retry_info().is_some());
+    let http = post().await.unwrap();
+    assert_eq!(http.status(), 429);
+    assert!(http.headers().contains_key("retry-after"));
+    let body: serde_json::Value = http.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+}
