@@ -10,7 +10,7 @@ use tonic::codec::CompressionEncoding;
 
 use crate::{
     api::{self, AdminApi, ChatApi, EmbeddingsApi, Gateway, Quotas},
-    auth::{Authenticator, Directory, MemoryBackend, manage::Manager},
+    auth::{Authenticator, Backend, Directory, EtcdBackend, MemoryBackend, manage::Manager},
     config::Config,
     limits::{FleetLedger, LocalLedger, Settler, SharedLedger},
     proto::{
@@ -124,8 +124,24 @@ pub async fn run_as(
     };
     let settler = Settler::new(ledger);
     let directory = Arc::new(Directory::default());
+    let backend: Arc<dyn Backend> = match &config.etcd {
+        Some(etcd) => {
+            let b = EtcdBackend::start(etcd.clone(), directory.clone());
+            // Serve with the keys loaded, unless etcd is down at boot (then they arrive when it is back).
+            if directory.wait_for(1, std::time::Duration::from_secs(5)).await {
+                tracing::info!(
+                    keys = directory.snapshot().keys.len(),
+                    "key store loaded from etcd"
+                );
+            } else {
+                tracing::warn!("etcd unreachable at start: virtual keys are refused until it answers");
+            }
+            b
+        }
+        None => Arc::new(MemoryBackend::new(directory.clone())),
+    };
     let keys = Arc::new(Manager {
-        backend: Arc::new(MemoryBackend::new(directory.clone())),
+        backend,
         directory: directory.clone(),
     });
     let gateway = Arc::new(Gateway {

@@ -10,7 +10,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("providers", &["domain", "config", "providers", "telemetry"]),
     ("cluster", &["domain", "config", "cluster"]),
     ("router", &["domain", "config", "providers", "router", "cluster"]),
-    ("auth", &["domain", "config", "auth"]),
+    ("auth", &["domain", "config", "cluster", "auth"]),
     ("limits", &["domain", "config", "cluster", "limits"]),
     ("telemetry", &["domain", "telemetry"]),
     (

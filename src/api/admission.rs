@@ -3,16 +3,22 @@
 //! [`Ticket`] settles the actual cost afterwards (off the request path). Requests whose caller has no
 //! limits skip the ledger entirely; their spend record is still written.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use super::error::ApiError;
 use crate::{
     auth::{Limits, Principal, Window},
     config::QuotaSettings,
     domain::{Cost, DeploymentId, Usage},
-    limits::{Budget, Demand, Grant, LedgerError, Scope, Settler, SpendRecord, now_ms},
+    limits::{Budget, Demand, Grant, LedgerError, Refusal, Scope, Settler, SpendRecord, now_ms},
     router::Group,
 };
+
+/// Longest a request waits for in-flight reservations to settle before a budget refuses it.
+const BUDGET_WAIT: Duration = Duration::from_secs(5);
 
 pub struct Quotas {
     pub settler: Settler,
@@ -112,7 +118,25 @@ impl Quotas {
                 tokens: req.prompt_tokens,
                 lease_ms: self.settings.reservation_ttl.as_millis() as u64,
             };
-            match self.settler.ledger().admit(&scopes, &demand).await {
+            let waiting_until = Instant::now() + BUDGET_WAIT;
+            let outcome = loop {
+                let outcome = self.settler.ledger().admit(&scopes, &demand).await;
+                // Refused only because requests in flight hold reservations that their actual
+                // cost will mostly give back: wait for them to settle rather than refuse money
+                // that is not spent (bounded; never past the budget).
+                if let Ok(Err(Refusal::Budget {
+                    limit, spent, needed, ..
+                })) = &outcome
+                    && *spent + *needed <= *limit
+                    && Instant::now() < waiting_until
+                {
+                    metrics::counter!("switchboard_budget_waits_total").increment(1);
+                    tokio::time::sleep(Duration::from_millis(10 + fastrand::u64(..20))).await;
+                    continue;
+                }
+                break outcome;
+            };
+            match outcome {
                 Ok(Ok(g)) => grant = g,
                 Ok(Err(refusal)) => {
                     metrics::counter!("switchboard_quota_refusals_total", "reason" => refusal.reason())
@@ -136,10 +160,24 @@ impl Quotas {
                 }
             }
         }
+        let renewer = scopes.iter().any(Scope::leased).then(|| {
+            let (ledger, scopes) = (self.settler.ledger().clone(), scopes.clone());
+            let (id, ttl) = (req.request_id.to_string(), self.settings.reservation_ttl);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(ttl / 3).await;
+                    if let Err(e) = ledger.renew(&scopes, &id, ttl.as_millis() as u64).await {
+                        tracing::debug!(error = %e, "lease renewal failed");
+                    }
+                }
+            })
+            .abort_handle()
+        });
         Ok(Ticket {
             settler: self.settler.clone(),
             scopes,
             grant,
+            renewer,
             started: Instant::now(),
             record: Some(SpendRecord {
                 request_id: req.request_id.to_string(),
@@ -179,6 +217,8 @@ pub struct Ticket {
     settler: Settler,
     scopes: Arc<[Scope]>,
     grant: Grant,
+    /// Keeps the leases alive while the request runs longer than a third of their TTL.
+    renewer: Option<tokio::task::AbortHandle>,
     started: Instant,
     record: Option<SpendRecord>,
 }
@@ -196,6 +236,9 @@ impl Ticket {
         let Some(mut r) = self.record.take() else {
             return;
         };
+        if let Some(h) = self.renewer.take() {
+            h.abort();
+        }
         r.deployment = deployment.map(ToString::to_string);
         r.prompt_tokens = u64::from(usage.prompt_tokens);
         r.completion_tokens = u64::from(usage.completion_tokens);

@@ -3,9 +3,16 @@
 //! Changes are written through a [`Backend`]: memory on a single node, etcd in a fleet (where each
 //! replica's watch applies them to its own directory).
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicI64, Ordering},
+    },
+};
 
 use arc_swap::ArcSwap;
+use tokio::sync::Notify;
 
 use super::records::{KeyRecord, TeamRecord, UserRecord};
 
@@ -142,9 +149,37 @@ impl Snapshot {
 #[derive(Default)]
 pub struct Directory {
     current: ArcSwap<Snapshot>,
+    /// The store revision the snapshot reflects (etcd's; unused in memory).
+    revision: AtomicI64,
+    advanced: Notify,
 }
 
 impl Directory {
+    /// Records that the snapshot now reflects the store up to `revision`.
+    pub fn set_revision(&self, revision: i64) {
+        self.revision.fetch_max(revision, Ordering::AcqRel);
+        self.advanced.notify_waiters();
+    }
+
+    pub fn revision(&self) -> i64 {
+        self.revision.load(Ordering::Acquire)
+    }
+
+    /// Waits until the snapshot reflects `revision` (a write this replica just made), at most
+    /// `timeout`; false if it did not get there in time.
+    pub async fn wait_for(&self, revision: i64, timeout: std::time::Duration) -> bool {
+        let wait = async {
+            loop {
+                let advanced = self.advanced.notified();
+                if self.revision() >= revision {
+                    return;
+                }
+                advanced.await;
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.is_ok()
+    }
+
     pub fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {
         self.current.load()
     }

@@ -3,6 +3,7 @@
 //! Authenticating reads only the in-memory directory: one SHA-256 and one map lookup.
 
 mod directory;
+mod etcd;
 pub mod manage;
 pub mod records;
 
@@ -11,6 +12,7 @@ use std::{collections::HashMap, sync::Arc};
 use subtle::ConstantTimeEq;
 
 pub use directory::{Backend, Change, Directory, Kind, MemoryBackend, Record, Snapshot, StoreError};
+pub use etcd::EtcdBackend;
 pub use records::{KeyRecord, Limits, TeamRecord, UserRecord, Window};
 
 use crate::domain::{ModelGroup, Secret};

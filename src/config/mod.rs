@@ -29,10 +29,53 @@ pub struct Config {
     /// `model_info.access_groups`: access group -> the model groups it names.
     pub access_groups: HashMap<String, Vec<ModelGroup>>,
     pub quotas: QuotaSettings,
+    /// Where keys, teams and users live when the gateway runs as a fleet (None: in memory).
+    pub etcd: Option<EtcdSettings>,
     /// YAML paths of keys Switchboard does not implement yet (logged once at start-up).
     pub ignored_keys: Vec<String>,
     /// Other non-fatal findings, e.g. a routing strategy that falls back to simple-shuffle.
     pub warnings: Vec<String>,
+}
+
+/// An etcd cluster: the durable store of keys, teams and users (and the config leader's).
+#[derive(Debug, Clone)]
+pub struct EtcdSettings {
+    /// `http://host:port` each.
+    pub endpoints: Vec<String>,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// Every key Switchboard writes starts with `<prefix>/v1/`.
+    pub prefix: String,
+}
+
+impl EtcdSettings {
+    /// From `host:port,host:port` (a scheme is optional).
+    pub fn from_endpoints(list: &str) -> Result<EtcdSettings, String> {
+        let endpoints: Vec<String> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(|e| {
+                if e.contains("://") {
+                    e.to_string()
+                } else {
+                    format!("http://{e}")
+                }
+            })
+            .collect();
+        if endpoints.is_empty() {
+            return Err("lists no endpoint".into());
+        }
+        for e in &endpoints {
+            check_url(e)?;
+        }
+        Ok(EtcdSettings {
+            endpoints,
+            username: None,
+            password: None,
+            prefix: "switchboard".into(),
+        })
+    }
 }
 
 /// Gateway-wide budgets and how budgets and rate limits behave when the ledger is unreachable.
@@ -240,6 +283,7 @@ fn validate(
 
     let drop_params = raw.litellm_settings.drop_params;
     let quotas = quota_settings(&raw.litellm_settings, &raw.general_settings)?;
+    let etcd = etcd_settings(&raw.general_settings, lookup)?;
     let prices = price_table(raw.general_settings.model_prices_path.as_deref(), lookup)?;
     let mut deployments = Vec::with_capacity(raw.model_list.len());
     let mut seen_ids: HashMap<String, usize> = HashMap::new();
@@ -383,14 +427,28 @@ fn validate(
             own(p.output_cost_per_token.or(m.model_info.output_cost_per_token)),
         ) {
             (None, None) => listed.map(|l| l.price),
-            (input, output) => {
+            (own_input, output) => {
                 let base = listed.map(|l| l.price).unwrap_or_default();
-                let input = input.unwrap_or(base.input);
+                let input = own_input.unwrap_or(base.input);
+                // Cache rates follow an overridden input price in the table's proportion.
+                let scaled = |rate: i64| match (own_input, base.input) {
+                    (None, _) => rate,
+                    (Some(_), 0) => input,
+                    (Some(_), b) => ((i128::from(rate) * i128::from(input)) / i128::from(b)) as i64,
+                };
                 Some(Price {
                     input,
                     output: output.unwrap_or(base.output),
-                    cache_read: if listed.is_some() { base.cache_read } else { input },
-                    cache_write: if listed.is_some() { base.cache_write } else { input },
+                    cache_read: if listed.is_some() {
+                        scaled(base.cache_read)
+                    } else {
+                        input
+                    },
+                    cache_write: if listed.is_some() {
+                        scaled(base.cache_write)
+                    } else {
+                        input
+                    },
                 })
             }
         };
@@ -453,9 +511,44 @@ fn validate(
         master_key,
         access_groups,
         quotas,
+        etcd,
         ignored_keys,
         warnings,
     })
+}
+
+fn etcd_settings(
+    g: &raw::RawGeneralSettings,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<EtcdSettings>, ConfigError> {
+    let Some(list) = g
+        .etcd_endpoints
+        .clone()
+        .or_else(|| lookup("SWITCHBOARD_ETCD_ENDPOINTS"))
+    else {
+        return Ok(None);
+    };
+    let mut s = EtcdSettings::from_endpoints(&list)
+        .map_err(|m| ConfigError::at("general_settings.etcd_endpoints", m))?;
+    s.username = g
+        .etcd_username
+        .clone()
+        .or_else(|| lookup("SWITCHBOARD_ETCD_USERNAME"));
+    s.password = g
+        .etcd_password
+        .clone()
+        .or_else(|| lookup("SWITCHBOARD_ETCD_PASSWORD"))
+        .map(Secret::new);
+    if let Some(p) = &g.etcd_prefix {
+        if p.is_empty() || p.contains(char::is_whitespace) {
+            return Err(ConfigError::at(
+                "general_settings.etcd_prefix",
+                "must be a non-empty name without spaces",
+            ));
+        }
+        s.prefix = p.trim_end_matches('/').to_string();
+    }
+    Ok(Some(s))
 }
 
 fn quota_settings(

@@ -150,6 +150,13 @@ pub struct RawGeneralSettings {
     pub budget_failure_mode: Option<String>,
     /// Switchboard: `open` (default: admit when rate limits cannot be checked) or `closed`.
     pub rate_limit_failure_mode: Option<String>,
+    /// Switchboard: etcd endpoints (`host:port` or URLs, comma-separated) for the config leader and
+    /// the key store; also `SWITCHBOARD_ETCD_ENDPOINTS`.
+    pub etcd_endpoints: Option<String>,
+    pub etcd_username: Option<String>,
+    pub etcd_password: Option<String>,
+    /// Key prefix in etcd (default `switchboard`), so several gateways can share one etcd.
+    pub etcd_prefix: Option<String>,
     /// Switchboard, seconds: how long a budget reservation outlives a replica that crashed
     /// before settling it (default 600).
     pub reservation_ttl: Option<f64>,

@@ -143,6 +143,38 @@ redis.call('XADD', X, 'MAXLEN', '~', '100000', '*', 'r', ARGV[a])
 return crossed
 "#;
 
+/// KEYS: one scope's l, r, b. ARGV: window start. Purges expired leases (as ADMIT does), then
+/// returns {spent, reserved}.
+const SPEND: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local L, R, B, window = KEYS[1], KEYS[2], KEYS[3], ARGV[1]
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', L, '-inf', now)) do
+  local v = redis.call('HGET', R, id)
+  if v then
+    local sep = string.find(v, ':', 1, true)
+    local amt = tonumber(string.sub(v, sep + 1))
+    if amt > 0 and string.sub(v, 1, sep - 1) == window then
+      redis.call('HINCRBY', B, 'r', -amt)
+    end
+    redis.call('HDEL', R, id)
+  end
+  redis.call('ZREM', L, id)
+end
+return {tonumber(redis.call('HGET', B, 's') or '0'), tonumber(redis.call('HGET', B, 'r') or '0')}
+"#;
+
+/// KEYS: each leased scope's l. ARGV: request id, lease ms. Extends live leases only (XX).
+const RENEW: &str = r#"
+local t = redis.call('TIME')
+local expiry = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[2])
+for _, L in ipairs(KEYS) do
+  redis.call('ZADD', L, 'XX', expiry, ARGV[1])
+  redis.call('PEXPIRE', L, tonumber(ARGV[2]) + 60000)
+end
+return 0
+"#;
+
 fn scope_keys(id: &str, window: i64) -> [String; 4] {
     let s = format!("{BASE}:s:{id}");
     [
@@ -157,6 +189,8 @@ pub struct FleetLedger {
     redis: Arc<ArcSwapOption<Redis>>,
     admit: Script,
     settle: Script,
+    spend: Script,
+    renew: Script,
 }
 
 impl FleetLedger {
@@ -182,6 +216,8 @@ impl FleetLedger {
             redis,
             admit: Script::new(ADMIT),
             settle: Script::new(SETTLE),
+            spend: Script::new(SPEND),
+            renew: Script::new(RENEW),
         })
     }
 
@@ -314,19 +350,34 @@ impl Ledger for FleetLedger {
             .collect())
     }
 
+    async fn renew(&self, scopes: &[Scope], request_id: &str, lease_ms: u64) -> Result<(), LedgerError> {
+        let mut conn = self.conn()?;
+        let mut inv = self.renew.prepare_invoke();
+        for s in scopes.iter().filter(|s| s.leased()) {
+            let [l, ..] = scope_keys(&s.id, 0);
+            inv.key(l);
+        }
+        inv.arg(request_id).arg(lease_ms);
+        let _: i64 = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
+        Ok(())
+    }
+
     async fn spend(&self, scope: &Scope) -> Result<ScopeSpend, LedgerError> {
         let mut conn = self.conn()?;
-        let [_, _, b, _] = scope_keys(&scope.id, scope.budget.map_or(0, |b| b.window_start));
-        let (s, r): (Option<i64>, Option<i64>) = redis::cmd("HMGET")
-            .arg(&b)
-            .arg("s")
-            .arg("r")
-            .query_async(&mut conn)
+        let window = scope.budget.map_or(0, |b| b.window_start);
+        let [l, r, b, _] = scope_keys(&scope.id, window);
+        let (s, r): (i64, i64) = self
+            .spend
+            .key(l)
+            .key(r)
+            .key(b)
+            .arg(window)
+            .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
         Ok(ScopeSpend {
-            spent: Cost::from_nano_usd(s.unwrap_or(0)),
-            reserved: Cost::from_nano_usd(r.unwrap_or(0).max(0)),
+            spent: Cost::from_nano_usd(s),
+            reserved: Cost::from_nano_usd(r.max(0)),
         })
     }
 

@@ -199,6 +199,21 @@ impl Ledger for LocalLedger {
         Ok(crossed)
     }
 
+    async fn renew(&self, scopes: &[Scope], request_id: &str, lease_ms: u64) -> Result<(), LedgerError> {
+        let expiry = (self.clock)() + lease_ms as i64;
+        let mut st = self.lock();
+        for s in scopes {
+            if let Some(lease) = st
+                .scopes
+                .get_mut(&s.id)
+                .and_then(|sc| sc.leases.get_mut(request_id))
+            {
+                lease.0 = expiry;
+            }
+        }
+        Ok(())
+    }
+
     async fn spend(&self, scope: &Scope) -> Result<ScopeSpend, LedgerError> {
         let now = (self.clock)();
         let mut st = self.lock();

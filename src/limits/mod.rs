@@ -35,7 +35,7 @@ impl Scope {
         self.budget.is_some() || self.rpm.is_some() || self.tpm.is_some() || self.parallel.is_some()
     }
     /// Whether a request holds a lease on this scope (for its budget reservation or parallel slot).
-    fn leased(&self) -> bool {
+    pub fn leased(&self) -> bool {
         self.budget.is_some() || self.parallel.is_some()
     }
 }
@@ -220,6 +220,9 @@ pub trait Ledger: Send + Sync {
     /// Releases the reservation, charges the actual cost to every scope's budget window, corrects the
     /// tpm count and writes the spend record. Returns the scopes whose soft budget this crossed.
     async fn settle(&self, scopes: &[Scope], record: &SpendRecord) -> Result<Vec<String>, LedgerError>;
+    /// Extends the request's leases by `lease_ms` from now (a request still running near its
+    /// lease's end; a crashed replica stops renewing, so its leases still run out).
+    async fn renew(&self, scopes: &[Scope], request_id: &str, lease_ms: u64) -> Result<(), LedgerError>;
     /// Current-window spend of a scope.
     async fn spend(&self, scope: &Scope) -> Result<ScopeSpend, LedgerError>;
     /// Spend per day for names starting with `prefix` (`key:`, `team:`, `model:`, ... or `all`),

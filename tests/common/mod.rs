@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod dialects;
+pub mod etcd;
 pub mod fake_openai;
 pub mod fake_provider;
 pub mod process;

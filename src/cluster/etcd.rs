@@ -1,0 +1,30 @@
+//! etcd: connecting with bounded timeouts (a dead etcd never hangs a caller) and the key layout.
+//! What the keys mean belongs to the modules that store them.
+
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions};
+
+use crate::config::EtcdSettings;
+
+/// Bound on one etcd request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Connects to the cluster. Requests time out after [`REQUEST_TIMEOUT`]; a stalled connection is
+/// detected by HTTP/2 keep-alives within a few seconds.
+pub async fn connect(s: &EtcdSettings) -> Result<Client, etcd_client::Error> {
+    let mut options = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_timeout(REQUEST_TIMEOUT)
+        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+        .with_keep_alive_while_idle(true);
+    if let (Some(user), Some(password)) = (&s.username, &s.password) {
+        options = options.with_user(user.clone(), password.expose().to_string());
+    }
+    Client::connect(&s.endpoints, Some(options)).await
+}
+
+/// `<prefix>/v1/<what>/`: every key of one kind of data.
+pub fn dir(s: &EtcdSettings, what: &str) -> String {
+    format!("{}/v1/{what}/", s.prefix)
+}

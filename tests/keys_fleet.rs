@@ -1,0 +1,338 @@
+//! Virtual keys and budgets across a fleet: replicas share keys through a real etcd and budgets
+//! through a real redis-server. The overspend test of the issue lives here.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{
+    Gateway, chat_request,
+    etcd::EtcdServer,
+    fake_openai::{Behavior, FakeOpenAi},
+    process::Process,
+    reason,
+    redis::RedisServer,
+};
+use switchboard::proto::{self as pb, admin_service_client::AdminServiceClient};
+use tonic::{Code, Request, transport::Channel};
+
+const MASTER: &str = "sk-master-fleet-keys";
+
+/// Group `g` priced at $0.005 per output token and nothing for input: "one two" costs $0.01.
+fn config(redis: &RedisServer, etcd: &EtcdServer, fake: &FakeOpenAi, extra_general: &str) -> String {
+    format!(
+        "model_list:\n  - model_name: g\n    litellm_params: {{model: openai/gpt-4o, api_base: \"{}\", api_key: k, input_cost_per_token: 0, output_cost_per_token: 0.005}}\n\
+         router_settings: {{redis_url: \"{}\", num_retries: 0}}\n\
+         general_settings: {{master_key: {MASTER}, etcd_endpoints: \"{}\"{extra_general}}}\n",
+        fake.base(),
+        redis.url(),
+        etcd.endpoint()
+    )
+}
+
+fn with_key<T>(msg: T, key: &str) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    r
+}
+
+async fn admin_at(url: &str) -> AdminServiceClient<Channel> {
+    AdminServiceClient::new(
+        Channel::from_shared(url.to_string())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    )
+}
+
+async fn fleet(n: usize, yaml: &str) -> Vec<Gateway> {
+    let mut gws = Vec::new();
+    for _ in 0..n {
+        let gw = Gateway::start(yaml).await;
+        common::wait_ready(&gw.url()).await;
+        gws.push(gw);
+    }
+    gws
+}
+
+async fn call(url: &str, key: &str, max_tokens: u32) -> Result<pb::ChatResponse, tonic::Status> {
+    let channel = Channel::from_shared(url.to_string())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut chat = pb::chat_service_client::ChatServiceClient::new(channel);
+    let mut req = chat_request("g", "hi");
+    req.max_tokens = Some(max_tokens);
+    chat.complete(with_key(req, key)).await.map(|r| r.into_inner())
+}
+
+/// Polls until `check` holds on every URL, returning how long it took (panics after 5 s).
+async fn until_all(
+    urls: &[String],
+    key: &str,
+    check: impl Fn(&Result<pb::ChatResponse, tonic::Status>) -> bool,
+) -> Duration {
+    let started = Instant::now();
+    'outer: loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "not converged after 5 s"
+        );
+        for u in urls {
+            if !check(&call(u, key, 2).await) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue 'outer;
+            }
+        }
+        return started.elapsed();
+    }
+}
+
+async fn key_spend(admin: &mut AdminServiceClient<Channel>, key_id: &str) -> pb::Spend {
+    admin
+        .get_key(with_key(
+            pb::GetKeyRequest {
+                key_id: key_id.to_string(),
+            },
+            MASTER,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .info
+        .unwrap()
+        .spend
+        .unwrap()
+}
+
+/// Waits until nothing is reserved any more (every settlement landed or every lease expired).
+async fn quiesced(admin: &mut AdminServiceClient<Channel>, key_id: &str, within: Duration) -> pb::Spend {
+    let started = Instant::now();
+    loop {
+        let s = key_spend(admin, key_id).await;
+        if s.reserved_nano_usd == 0 {
+            return s;
+        }
+        assert!(
+            started.elapsed() < within,
+            "still reserved after {within:?}: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_shared_and_a_revoked_key_stops_everywhere_within_a_second() {
+    let (redis, etcd) = (RedisServer::start().await, EtcdServer::start().await);
+    let fake = FakeOpenAi::replying("one two").await;
+    let gws = fleet(3, &config(&redis, &etcd, &fake, "")).await;
+    let urls: Vec<String> = gws.iter().map(|g| g.url()).collect();
+    let created = admin_at(&urls[0])
+        .await
+        .create_key(with_key(pb::CreateKeyRequest::default(), MASTER))
+        .await
+        .unwrap()
+        .into_inner();
+    let key = created.key.clone();
+    let key_id = created.info.unwrap().key_id;
+    let seen = until_all(&urls, &key, |r| r.is_ok()).await;
+    println!("a new key served by all 3 replicas after {} ms", seen.as_millis());
+
+    admin_at(&urls[1])
+        .await
+        .block_key(with_key(
+            pb::BlockKeyRequest {
+                key_id: key_id.clone(),
+                blocked: true,
+            },
+            MASTER,
+        ))
+        .await
+        .unwrap();
+    let revoked = until_all(
+        &urls,
+        &key,
+        |r| matches!(r, Err(s) if s.code() == Code::Unauthenticated),
+    )
+    .await;
+    println!(
+        "a blocked key refused by all 3 replicas after {} ms",
+        revoked.as_millis()
+    );
+    assert!(revoked < Duration::from_secs(1), "{revoked:?}");
+
+    let fresh = admin_at(&urls[2])
+        .await
+        .regenerate_key(with_key(
+            pb::RegenerateKeyRequest {
+                key_id: key_id.clone(),
+            },
+            MASTER,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    admin_at(&urls[2])
+        .await
+        .block_key(with_key(
+            pb::BlockKeyRequest {
+                key_id,
+                blocked: false,
+            },
+            MASTER,
+        ))
+        .await
+        .unwrap();
+    until_all(&urls, &fresh.key, |r| r.is_ok()).await;
+    for u in &urls {
+        assert_eq!(
+            call(u, &key, 2).await.unwrap_err().code(),
+            Code::Unauthenticated,
+            "old secret at {u}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_never_overspend_a_one_dollar_key() {
+    let (redis, etcd) = (RedisServer::start().await, EtcdServer::start().await);
+    // Random upstream latency (0-60 ms), the same answer: 2 output tokens, $0.01.
+    let fake = FakeOpenAi::start(|n| {
+        Behavior::ReplyAfter(Duration::from_millis((n as u64 * 7919) % 61), "one two".into())
+    })
+    .await;
+    let gws = fleet(3, &config(&redis, &etcd, &fake, "")).await;
+    let urls: Vec<String> = gws.iter().map(|g| g.url()).collect();
+    let mut admin = admin_at(&urls[0]).await;
+    let created = admin
+        .create_key(with_key(
+            pb::CreateKeyRequest {
+                spec: Some(pb::KeySpec {
+                    limits: Some(pb::Limits {
+                        max_budget: Some(1.0),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            },
+            MASTER,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let (key, key_id) = (created.key, created.info.unwrap().key_id);
+    until_all(
+        &urls,
+        &key,
+        |r| !matches!(r, Err(s) if s.code() == Code::Unauthenticated),
+    )
+    .await;
+    // until_all spent a few cents; count from what is recorded now.
+    let before = quiesced(&mut admin, &key_id, Duration::from_secs(5))
+        .await
+        .spend_nano_usd;
+
+    // 300 concurrent requests, 100 per replica; max_tokens 4 makes each worst case $0.02.
+    let mut calls = Vec::new();
+    for i in 0..300 {
+        let (url, key) = (urls[i % 3].clone(), key.clone());
+        calls.push(tokio::spawn(async move { call(&url, &key, 4).await }));
+    }
+    let (mut ok, mut refused, mut answered_cost) = (0, 0, 0i64);
+    for c in calls {
+        match c.await.unwrap() {
+            Ok(r) => {
+                ok += 1;
+                answered_cost += r.route.unwrap().cost_nano_usd;
+            }
+            Err(e) => {
+                assert_eq!(
+                    (e.code(), reason(&e).as_str()),
+                    (Code::ResourceExhausted, "BUDGET_EXCEEDED"),
+                    "{e:?}"
+                );
+                refused += 1;
+            }
+        }
+    }
+    let recorded = quiesced(&mut admin, &key_id, Duration::from_secs(10))
+        .await
+        .spend_nano_usd;
+    println!(
+        "overspend test: {ok} admitted, {refused} refused; recorded spend ${:.6} (limit $1.000000), \
+         of which this burst ${:.6}; answered requests cost ${:.6}",
+        recorded as f64 / 1e9,
+        (recorded - before) as f64 / 1e9,
+        answered_cost as f64 / 1e9
+    );
+    assert!(recorded <= 1_000_000_000, "overspent: {recorded} nano-USD");
+    assert_eq!(
+        recorded - before,
+        answered_cost,
+        "every answered request's cost is recorded, nothing else"
+    );
+    // Worst case $0.02 against an actual $0.01: the last admissions may leave up to $0.02 unused.
+    assert!(recorded >= 980_000_000, "admitted too little: {recorded}");
+    assert!(refused > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_mid_request_leaks_no_reservation() {
+    let (redis, etcd) = (RedisServer::start().await, EtcdServer::start().await);
+    let fake = FakeOpenAi::start(|_| Behavior::ReplyAfter(Duration::from_secs(3), "one two".into())).await;
+    // Reservations outlive a crashed replica by 2 s at most.
+    let yaml = config(&redis, &etcd, &fake, ", reservation_ttl: 2");
+    let survivor = Gateway::start(&yaml).await;
+    common::wait_ready(&survivor.url()).await;
+    let mut doomed = Process::serve(&yaml, &[]).await;
+    let mut admin = admin_at(&survivor.url()).await;
+    let created = admin
+        .create_key(with_key(
+            pb::CreateKeyRequest {
+                spec: Some(pb::KeySpec {
+                    limits: Some(pb::Limits {
+                        max_budget: Some(1.0),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            },
+            MASTER,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let (key, key_id) = (created.key, created.info.unwrap().key_id);
+    let mut calls = Vec::new();
+    for _ in 0..10 {
+        let (url, key) = (doomed.url.clone(), key.clone());
+        calls.push(tokio::spawn(async move { call(&url, &key, 4).await }));
+    }
+    // Wait until the doomed replica's reservations are visible, then kill it mid-request.
+    let started = Instant::now();
+    loop {
+        let s = key_spend(&mut admin, &key_id).await;
+        if s.reserved_nano_usd >= 200_000_000 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "reservations never appeared: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    doomed.sigkill();
+    for c in calls {
+        assert!(c.await.unwrap().is_err(), "the killed replica answered nothing");
+    }
+    let freed = Instant::now();
+    let s = quiesced(&mut admin, &key_id, Duration::from_secs(10)).await;
+    println!(
+        "reservations of a SIGKILLed replica freed {} ms after the kill (ttl 2 s)",
+        freed.elapsed().as_millis()
+    );
+    assert_eq!(s.spend_nano_usd, 0, "nothing was answered, so nothing is spent");
+}
