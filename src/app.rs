@@ -122,7 +122,10 @@ pub async fn run_as(
         Some(url) => FleetLedger::start(url.expose().to_string()),
         None => Arc::new(LocalLedger::default()),
     };
-    let settler = Settler::new(ledger);
+    let mut settler = Settler::new(ledger);
+    if let Some(url) = &config.quotas.alert_webhook_url {
+        settler = settler.with_webhook(http.reqwest().clone(), url.clone());
+    }
     let directory = Arc::new(Directory::default());
     let backend: Arc<dyn Backend> = match &config.etcd {
         Some(etcd) => {

@@ -33,6 +33,9 @@ enum Command {
         /// This replica's id in traces, metrics and the cluster view (default: hostname-pid).
         #[arg(long, env = "SWITCHBOARD_REPLICA_ID")]
         replica_id: Option<String>,
+        /// etcd endpoints (`host:port,...`): keys, teams and users shared by the fleet.
+        #[arg(long, env = "SWITCHBOARD_ETCD_ENDPOINTS")]
+        etcd: Option<String>,
         /// Seconds that in-flight calls and streams get to finish after SIGTERM.
         #[arg(long, env = "SWITCHBOARD_SHUTDOWN_TIMEOUT", default_value_t = 30.0)]
         shutdown_timeout: f64,
@@ -57,6 +60,17 @@ enum Command {
         #[arg(long)]
         no_stream: bool,
         prompt: String,
+    },
+    /// Manage keys, teams and spend on a running gateway (needs the master key).
+    Admin {
+        /// Gateway address.
+        #[arg(long, env = "SWITCHBOARD_URL", default_value = "http://127.0.0.1:4000")]
+        url: String,
+        /// The master key.
+        #[arg(long, env = "SWITCHBOARD_MASTER_KEY", hide_env_values = true)]
+        key: Option<String>,
+        #[command(subcommand)]
+        command: switchboard::api::client::AdminCommand,
     },
 }
 
@@ -86,11 +100,22 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             http_listen,
             log_format,
             replica_id,
+            etcd,
             shutdown_timeout,
         } => {
             let replica_id = replica_id.unwrap_or_else(default_replica_id);
             let telemetry = telemetry::init(log_format, &telemetry::TraceSettings::from_env(&replica_id))?;
-            let config = Config::load(&config)?;
+            let mut config = Config::load(&config)?;
+            if let Some(list) = etcd {
+                let mut settings = switchboard::config::EtcdSettings::from_endpoints(&list)
+                    .map_err(|e| anyhow::anyhow!("--etcd {e}"))?;
+                if let Some(from_file) = &config.etcd {
+                    settings.username.clone_from(&from_file.username);
+                    settings.password.clone_from(&from_file.password);
+                    settings.prefix.clone_from(&from_file.prefix);
+                }
+                config.etcd = Some(settings);
+            }
             let bind = |addr: SocketAddr| async move {
                 tokio::net::TcpListener::bind(addr)
                     .await
@@ -136,6 +161,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             no_stream,
             prompt,
         } => switchboard::api::client::chat(url, key, model, system, prompt, !no_stream).await,
+        Command::Admin { url, key, command } => switchboard::api::client::admin(url, key, command).await,
     }
 }
 

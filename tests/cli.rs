@@ -114,3 +114,74 @@ async fn chat_command_streams_an_answer_from_a_gateway() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("NotFound"));
 }
+
+#[tokio::test]
+async fn admin_commands_create_list_and_revoke_keys() {
+    let gw = common::Gateway::start(
+        "model_list:\n  - {model_name: smart, litellm_params: {model: gpt-4o, mock_response: 'hi'}}\ngeneral_settings: {master_key: sk-cli-master}\n",
+    )
+    .await;
+    let url = gw.url();
+    let run = move |args: Vec<String>| {
+        let url = url.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                switchboard()
+                    .args(["admin", "--url", &url, "--key", "sk-cli-master"])
+                    .args(&args)
+                    .output()
+                    .unwrap()
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let args = |s: &str| s.split(' ').map(str::to_string).collect::<Vec<_>>();
+    let out = run(args(
+        "create-key --alias ci --models smart --max-budget 2.5 --budget-duration 30d",
+    ))
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("key:    "))
+        .unwrap()
+        .to_string();
+    let key_id = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("key_id: "))
+        .unwrap()
+        .to_string();
+    assert!(key.starts_with("sk-"));
+
+    let listed = run(args("list-keys")).await;
+    let listed = String::from_utf8_lossy(&listed.stdout).to_string();
+    assert!(listed.contains(&key_id) && listed.contains("ci"), "{listed}");
+    assert!(!listed.contains(&key[3..]), "the secret is never listed");
+
+    let blocked = run(vec!["block-key".into(), key_id.clone()]).await;
+    assert!(blocked.status.success());
+    let mut chat = gw.chat().await;
+    let mut req = tonic::Request::new(common::chat_request("smart", "x"));
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    assert_eq!(
+        chat.complete(req).await.unwrap_err().code(),
+        tonic::Code::Unauthenticated
+    );
+
+    let bad = run(args("create-key --budget-duration 1y")).await;
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("budget_duration"));
+    let spend = run(args("spend --group-by model")).await;
+    assert!(
+        spend.status.success(),
+        "{}",
+        String::from_utf8_lossy(&spend.stderr)
+    );
+}

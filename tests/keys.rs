@@ -12,6 +12,11 @@ const MASTER: &str = "sk-master-keys-test";
 
 /// `smart` and `cheap` at $1 per million input tokens and $2 per million output tokens.
 async fn gateway(fake: &FakeOpenAi, extra: &str) -> Gateway {
+    gateway_with(fake, "", extra).await
+}
+
+/// [`gateway`] with more `general_settings` (`, key: value` pairs) and more top-level YAML.
+async fn gateway_with(fake: &FakeOpenAi, general: &str, extra: &str) -> Gateway {
     let dep = |name: &str| {
         format!(
             "  - model_name: {name}\n    litellm_params: {{model: openai/gpt-4o, api_base: \"{}\", api_key: k, input_cost_per_token: 0.000001, output_cost_per_token: 0.000002}}\n",
@@ -19,7 +24,7 @@ async fn gateway(fake: &FakeOpenAi, extra: &str) -> Gateway {
         )
     };
     let yaml = format!(
-        "model_list:\n{}{}general_settings: {{master_key: {MASTER}}}\n{extra}",
+        "model_list:\n{}{}general_settings: {{master_key: {MASTER}{general}}}\n{extra}",
         dep("smart"),
         dep("cheap")
     );
@@ -211,7 +216,7 @@ async fn aliases_and_team_allow_lists_apply() {
 async fn a_budget_refuses_the_request_that_could_exceed_it_and_spend_is_reported() {
     let fake = FakeOpenAi::replying("one two three").await;
     let gw = gateway(&fake, "").await;
-    // Each call costs $0.000017; its worst case (the prompt estimate + max_tokens 5) $0.000030.
+    // Each call costs $0.000017; its worst case (8 estimated prompt tokens + max_tokens 5) $0.000018.
     let (key, info) = create_key(
         &gw,
         pb::KeySpec {
@@ -389,4 +394,141 @@ async fn rate_limits_refuse_with_retry_info_and_http_429() {
     assert!(http.headers().contains_key("retry-after"));
     let body: serde_json::Value = http.json().await.unwrap();
     assert_eq!(body["error"]["type"], "rate_limit_error");
+}
+
+/// Polls `f` every 10 ms until it returns true (panics after 5 s).
+async fn eventually(mut f: impl AsyncFnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !f().await {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "not within 5 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+async fn spent(gw: &Gateway, key_id: &str) -> pb::Spend {
+    admin(gw)
+        .await
+        .get_key(with_key(
+            pb::GetKeyRequest {
+                key_id: key_id.to_string(),
+            },
+            MASTER,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .info
+        .unwrap()
+        .spend
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_soft_budget_alerts_its_webhook_once_per_window() {
+    use std::sync::{Arc, Mutex};
+    let received: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let sink = received.clone();
+    let app = axum::Router::new().route(
+        "/alerts",
+        axum::routing::post(move |axum::Json(v): axum::Json<serde_json::Value>| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().push(v);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/alerts", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let fake = FakeOpenAi::replying("one two three").await;
+    let gw = gateway_with(&fake, &format!(", alert_webhook_url: \"{hook}\""), "").await;
+    let (key, info) = create_key(
+        &gw,
+        pb::KeySpec {
+            limits: Some(pb::Limits {
+                soft_budget: Some(0.00003),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut chat = gw.chat().await;
+    for want in [17_000, 34_000, 51_000] {
+        ask(&mut chat, &key, "cheap").await.unwrap();
+        eventually(async || spent(&gw, &info.key_id).await.spend_nano_usd == want).await;
+    }
+    eventually(async || !received.lock().unwrap().is_empty()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let got = received.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["type"], "soft_budget_crossed");
+    assert_eq!(got[0]["scope"], format!("key:{}", info.key_id));
+    assert_eq!(got[0]["soft_budget_usd"], 0.00003);
+    assert!(!got[0].to_string().contains(&key[3..]), "no secret in alerts");
+}
+
+#[tokio::test]
+async fn a_budget_window_resets_on_schedule() {
+    let fake = FakeOpenAi::replying("one two three").await;
+    let gw = gateway(&fake, "").await;
+    let (key, info) = create_key(
+        &gw,
+        pb::KeySpec {
+            limits: Some(pb::Limits {
+                max_budget: Some(0.00003),
+                budget_duration: "2s".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut chat = gw.chat().await;
+    ask(&mut chat, &key, "cheap").await.unwrap();
+    eventually(async || spent(&gw, &info.key_id).await.spend_nano_usd == 17_000).await;
+    // 17,000 spent + an 18,000 worst case > 30,000: refused until the window ends.
+    let refused = ask(&mut chat, &key, "cheap").await.unwrap_err();
+    assert_eq!(reason(&refused), "BUDGET_EXCEEDED");
+    let details = tonic_types::StatusExt::get_error_details(&refused);
+    let resets: i64 = details.error_info().unwrap().metadata["resets_at_ms"]
+        .parse()
+        .unwrap();
+    let wait = resets - switchboard::limits::now_ms();
+    assert!((0..=2000).contains(&wait), "{wait}");
+    tokio::time::sleep(std::time::Duration::from_millis(wait as u64 + 50)).await;
+    ask(&mut chat, &key, "cheap")
+        .await
+        .expect("a new window, a new budget");
+}
+
+#[tokio::test]
+async fn end_users_have_their_own_budget() {
+    let fake = FakeOpenAi::replying("one two three").await;
+    let gw = gateway(&fake, "litellm_settings: {max_end_user_budget: 0.00003}\n").await;
+    let mut chat = gw.chat().await;
+    let as_user = |user: &str| {
+        let mut r = chat_request("cheap", "hi");
+        r.max_tokens = Some(5);
+        r.user = user.to_string();
+        with_key(r, MASTER)
+    };
+    chat.complete(as_user("alice")).await.unwrap();
+    // $0.000017 spent + an $0.000018 worst case > $0.00003 (admission waits for the first
+    // settlement if it has not landed yet, then refuses).
+    let refused = chat.complete(as_user("alice")).await.unwrap_err();
+    assert_eq!(reason(&refused), "BUDGET_EXCEEDED");
+    assert!(
+        refused.message().contains("end_user:alice"),
+        "{}",
+        refused.message()
+    );
+    chat.complete(as_user("bob"))
+        .await
+        .expect("bob has his own budget");
 }

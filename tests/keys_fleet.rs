@@ -336,3 +336,110 @@ async fn a_replica_killed_mid_request_leaks_no_reservation() {
     );
     assert_eq!(s.spend_nano_usd, 0, "nothing was answered, so nothing is spent");
 }
+
+async fn create(admin: &mut AdminServiceClient<Channel>, limits: pb::Limits) -> (String, String) {
+    let r = admin
+        .create_key(with_key(
+            pb::CreateKeyRequest {
+                spec: Some(pb::KeySpec {
+                    limits: Some(limits),
+                    ..Default::default()
+                }),
+            },
+            MASTER,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    (r.key, r.info.unwrap().key_id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_rpm_limit_holds_exactly_across_three_replicas() {
+    let (redis, etcd) = (RedisServer::start().await, EtcdServer::start().await);
+    let fake = FakeOpenAi::replying("one two").await;
+    let gws = fleet(3, &config(&redis, &etcd, &fake, "")).await;
+    let urls: Vec<String> = gws.iter().map(|g| g.url()).collect();
+    let (key, _) = create(
+        &mut admin_at(&urls[0]).await,
+        pb::Limits {
+            rpm_limit: Some(100),
+            ..Default::default()
+        },
+    )
+    .await;
+    // Every replica knows the key before the burst (the watch takes milliseconds).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The window is Redis' minute: do not start a burst that could straddle two.
+    let secs = redis.seconds_into_minute().await;
+    if secs > 50 {
+        tokio::time::sleep(Duration::from_secs(61 - secs)).await;
+    }
+    let mut calls = Vec::new();
+    for i in 0..150 {
+        let (url, key) = (urls[i % 3].clone(), key.clone());
+        calls.push(tokio::spawn(async move { call(&url, &key, 2).await }));
+    }
+    let (mut ok, mut limited) = (0, 0);
+    for c in calls {
+        match c.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                assert_eq!(
+                    (e.code(), reason(&e).as_str()),
+                    (Code::ResourceExhausted, "RATE_LIMITED"),
+                    "{e:?}"
+                );
+                limited += 1;
+            }
+        }
+    }
+    println!("key rpm_limit 100 across 3 replicas: {ok} admitted, {limited} refused");
+    assert_eq!((ok, limited), (100, 50));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_budgets_fail_closed_and_rate_limits_fail_open() {
+    let (mut redis, etcd) = (RedisServer::start().await, EtcdServer::start().await);
+    let fake = FakeOpenAi::replying("one two").await;
+    let gw = Gateway::start(&config(&redis, &etcd, &fake, "")).await;
+    common::wait_ready(&gw.url()).await;
+    let mut admin = admin_at(&gw.url()).await;
+    let (budgeted, _) = create(
+        &mut admin,
+        pb::Limits {
+            max_budget: Some(1.0),
+            ..Default::default()
+        },
+    )
+    .await;
+    let (limited, _) = create(
+        &mut admin,
+        pb::Limits {
+            rpm_limit: Some(1000),
+            ..Default::default()
+        },
+    )
+    .await;
+    call(&gw.url(), &budgeted, 2).await.unwrap();
+    redis.kill();
+    let refused = call(&gw.url(), &budgeted, 2).await.unwrap_err();
+    assert_eq!(
+        (refused.code(), reason(&refused).as_str()),
+        (Code::Unavailable, "LEDGER_UNAVAILABLE")
+    );
+    call(&gw.url(), &limited, 2).await.expect("rate limits fail open");
+    redis.restart().await;
+    let started = Instant::now();
+    while call(&gw.url(), &budgeted, 2).await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "budgets never recovered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "budgets admitted again {} ms after redis came back",
+        started.elapsed().as_millis()
+    );
+}

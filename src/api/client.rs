@@ -1,4 +1,5 @@
-//! A small gRPC client for the `switchboard chat` command: one chat request, printed as it arrives.
+//! A small gRPC client for the CLI: `switchboard chat` (one chat request, printed as it arrives) and
+//! `switchboard admin ...` (keys, teams, spend).
 
 use std::io::Write as _;
 
@@ -74,6 +75,323 @@ pub async fn chat(
             "[{} via {} ({}), {} attempt(s)]",
             r.model_group, r.deployment_id, r.upstream_model, r.attempts
         );
+    }
+    Ok(())
+}
+
+/// Budget and limit flags shared by `keys create` and `teams create`.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct LimitArgs {
+    /// USD per budget window (or for the key's lifetime).
+    #[arg(long)]
+    pub max_budget: Option<f64>,
+    /// 30s, 1h, 1d, 30d, 1mo.
+    #[arg(long)]
+    pub budget_duration: Option<String>,
+    /// USD: alert (once per window) when crossed.
+    #[arg(long)]
+    pub soft_budget: Option<f64>,
+    #[arg(long)]
+    pub rpm_limit: Option<u64>,
+    #[arg(long)]
+    pub tpm_limit: Option<u64>,
+    #[arg(long)]
+    pub max_parallel_requests: Option<u32>,
+}
+
+impl LimitArgs {
+    fn proto(self) -> proto::Limits {
+        proto::Limits {
+            max_budget: self.max_budget,
+            budget_duration: self.budget_duration.unwrap_or_default(),
+            soft_budget: self.soft_budget,
+            rpm_limit: self.rpm_limit,
+            tpm_limit: self.tpm_limit,
+            max_parallel_requests: self.max_parallel_requests,
+        }
+    }
+}
+
+/// `switchboard keys ...`, `teams ...` and `spend`: AdminService from the command line.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum AdminCommand {
+    /// Create a key; prints the secret (shown this once) and its id.
+    CreateKey {
+        /// Model groups or access groups, comma-separated (default: all).
+        #[arg(long, value_delimiter = ',')]
+        models: Vec<String>,
+        #[arg(long)]
+        alias: Option<String>,
+        #[arg(long)]
+        team_id: Option<String>,
+        #[arg(long)]
+        user_id: Option<String>,
+        /// Seconds until the key expires.
+        #[arg(long)]
+        expires_in: Option<u64>,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// List keys (id, preview, alias, team, spend).
+    ListKeys {
+        #[arg(long)]
+        team_id: Option<String>,
+    },
+    /// Show one key.
+    GetKey {
+        key_id: String,
+    },
+    DeleteKey {
+        key_id: String,
+    },
+    /// Issue a new secret for a key; the old one stops working.
+    RegenerateKey {
+        key_id: String,
+    },
+    BlockKey {
+        key_id: String,
+    },
+    UnblockKey {
+        key_id: String,
+    },
+    /// Create a team.
+    CreateTeam {
+        #[arg(long)]
+        team_id: Option<String>,
+        #[arg(long)]
+        alias: Option<String>,
+        #[arg(long, value_delimiter = ',')]
+        models: Vec<String>,
+        /// Member user ids, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        members: Vec<String>,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    ListTeams,
+    DeleteTeam {
+        team_id: String,
+    },
+    /// Spend per day, grouped by key, team, user, end_user, model or all.
+    Spend {
+        #[arg(long, default_value = "key")]
+        group_by: String,
+        /// YYYY-MM-DD (default: today, UTC).
+        #[arg(long)]
+        start_date: Option<String>,
+        #[arg(long)]
+        end_date: Option<String>,
+    },
+}
+
+fn spend_text(s: Option<&proto::Spend>) -> String {
+    s.map_or("-".into(), |s| format!("${:.6}", s.spend_usd))
+}
+
+/// `msg` with the bearer key, when one is given.
+fn authed<T>(key: &Option<String>, msg: T) -> anyhow::Result<tonic::Request<T>> {
+    let mut r = tonic::Request::new(msg);
+    if let Some(k) = key {
+        r.metadata_mut()
+            .insert("authorization", format!("Bearer {k}").parse()?);
+    }
+    Ok(r)
+}
+
+/// Runs one admin command against the gateway at `url` with the master key.
+pub async fn admin(url: String, key: Option<String>, command: AdminCommand) -> anyhow::Result<()> {
+    use proto::admin_service_client::AdminServiceClient;
+    let mut client = AdminServiceClient::connect(url.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect to {url}: {e}"))?;
+    let fail = |s: tonic::Status| anyhow::anyhow!("{}: {}", s.code(), s.message());
+    match command {
+        AdminCommand::CreateKey {
+            models,
+            alias,
+            team_id,
+            user_id,
+            expires_in,
+            limits,
+        } => {
+            let expires = expires_in.map(|s| {
+                let at = std::time::SystemTime::now() + std::time::Duration::from_secs(s);
+                prost_types::Timestamp::from(at)
+            });
+            let spec = proto::KeySpec {
+                key_alias: alias.unwrap_or_default(),
+                models,
+                limits: Some(limits.proto()),
+                expires,
+                team_id: team_id.unwrap_or_default(),
+                user_id: user_id.unwrap_or_default(),
+                ..Default::default()
+            };
+            let r = client
+                .create_key(authed(&key, proto::CreateKeyRequest { spec: Some(spec) })?)
+                .await
+                .map_err(fail)?
+                .into_inner();
+            println!("key:    {}", r.key);
+            println!("key_id: {}", r.info.map(|i| i.key_id).unwrap_or_default());
+            eprintln!("store the key now: it is not shown again");
+        }
+        AdminCommand::ListKeys { team_id } => {
+            let r = client
+                .list_keys(authed(
+                    &key,
+                    proto::ListKeysRequest {
+                        team_id: team_id.unwrap_or_default(),
+                        user_id: String::new(),
+                    },
+                )?)
+                .await
+                .map_err(fail)?
+                .into_inner();
+            println!(
+                "{:<22} {:<12} {:<16} {:<16} {:>12} blocked",
+                "key_id", "preview", "alias", "team", "spend"
+            );
+            for k in r.keys {
+                let spec = k.spec.unwrap_or_default();
+                println!(
+                    "{:<22} {:<12} {:<16} {:<16} {:>12} {}",
+                    k.key_id,
+                    k.key_preview,
+                    spec.key_alias,
+                    spec.team_id,
+                    spend_text(k.spend.as_ref()),
+                    k.blocked
+                );
+            }
+        }
+        AdminCommand::GetKey { key_id } => {
+            let r = client
+                .get_key(authed(&key, proto::GetKeyRequest { key_id })?)
+                .await
+                .map_err(fail)?
+                .into_inner();
+            println!("{:#?}", r.info.unwrap_or_default());
+        }
+        AdminCommand::DeleteKey { key_id } => {
+            client
+                .delete_key(authed(&key, proto::DeleteKeyRequest { key_id })?)
+                .await
+                .map_err(fail)?;
+            println!("deleted");
+        }
+        AdminCommand::RegenerateKey { key_id } => {
+            let r = client
+                .regenerate_key(authed(&key, proto::RegenerateKeyRequest { key_id })?)
+                .await
+                .map_err(fail)?
+                .into_inner();
+            println!("key:    {}", r.key);
+            eprintln!("the previous secret no longer works; store this one now");
+        }
+        AdminCommand::BlockKey { key_id } => {
+            client
+                .block_key(authed(
+                    &key,
+                    proto::BlockKeyRequest {
+                        key_id,
+                        blocked: true,
+                    },
+                )?)
+                .await
+                .map_err(fail)?;
+            println!("blocked");
+        }
+        AdminCommand::UnblockKey { key_id } => {
+            client
+                .block_key(authed(
+                    &key,
+                    proto::BlockKeyRequest {
+                        key_id,
+                        blocked: false,
+                    },
+                )?)
+                .await
+                .map_err(fail)?;
+            println!("unblocked");
+        }
+        AdminCommand::CreateTeam {
+            team_id,
+            alias,
+            models,
+            members,
+            limits,
+        } => {
+            let spec = proto::TeamSpec {
+                team_id: team_id.unwrap_or_default(),
+                team_alias: alias.unwrap_or_default(),
+                models,
+                members,
+                limits: Some(limits.proto()),
+                ..Default::default()
+            };
+            let r = client
+                .create_team(authed(&key, proto::CreateTeamRequest { spec: Some(spec) })?)
+                .await
+                .map_err(fail)?
+                .into_inner();
+            println!(
+                "team_id: {}",
+                r.info.and_then(|i| i.spec).map(|s| s.team_id).unwrap_or_default()
+            );
+        }
+        AdminCommand::ListTeams => {
+            let r = client
+                .list_teams(authed(&key, proto::ListTeamsRequest {})?)
+                .await
+                .map_err(fail)?
+                .into_inner();
+            for t in r.teams {
+                let spec = t.spec.unwrap_or_default();
+                println!(
+                    "{:<24} {:<16} {:>12} blocked={}",
+                    spec.team_id,
+                    spec.team_alias,
+                    spend_text(t.spend.as_ref()),
+                    t.blocked
+                );
+            }
+        }
+        AdminCommand::DeleteTeam { team_id } => {
+            client
+                .delete_team(authed(&key, proto::DeleteTeamRequest { team_id })?)
+                .await
+                .map_err(fail)?;
+            println!("deleted");
+        }
+        AdminCommand::Spend {
+            group_by,
+            start_date,
+            end_date,
+        } => {
+            let r = client
+                .get_spend(authed(
+                    &key,
+                    proto::GetSpendRequest {
+                        group_by,
+                        start_date: start_date.unwrap_or_default(),
+                        end_date: end_date.unwrap_or_default(),
+                    },
+                )?)
+                .await
+                .map_err(fail)?
+                .into_inner();
+            println!(
+                "{:<10} {:<40} {:>14} {:>9} {:>10}",
+                "date", "name", "spend_usd", "requests", "tokens"
+            );
+            for row in r.rows {
+                println!(
+                    "{:<10} {:<40} {:>14.6} {:>9} {:>10}",
+                    row.date, row.name, row.spend_usd, row.requests, row.tokens
+                );
+            }
+        }
     }
     Ok(())
 }

@@ -17,6 +17,7 @@ use super::{
 use crate::{
     auth::{Authenticator, Principal, manage::Manager},
     domain::ModelGroup,
+    limits::Grant,
     proto as pb,
     router::{RouteError, RouteInfo, Routed, RoutedStream, Router},
 };
@@ -134,6 +135,16 @@ fn route_metadata(md: &mut MetadataMap, route: &RouteInfo) {
     }
 }
 
+/// What is left of the caller's rate limits, as OpenAI names it.
+fn quota_metadata(md: &mut MetadataMap, grant: &Grant) {
+    if let Some(n) = grant.rpm_remaining {
+        md.insert("x-ratelimit-remaining-requests", n.into());
+    }
+    if let Some(n) = grant.tpm_remaining {
+        md.insert("x-ratelimit-remaining-tokens", n.into());
+    }
+}
+
 pub struct ChatApi(pub Arc<Gateway>);
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ChatChunk, Status>> + Send>>;
@@ -184,9 +195,12 @@ impl pb::chat_service_server::ChatService for ChatApi {
                 max_tokens: req.params.max_tokens,
             };
             let ticket = self.0.admit(&ctx.principal, &mut req.model, ask).await?;
+            let grant = ticket.grant();
             let result = self.0.router.chat(&req, ctx.deadline).await;
             let (Routed { value, route }, cost) = ticket.settle_routed(result, |v| &v.usage)?;
-            Ok((Response::new(convert::chat_response(value, &route, cost)), route))
+            let mut resp = Response::new(convert::chat_response(value, &route, cost));
+            quota_metadata(resp.metadata_mut(), &grant);
+            Ok((resp, route))
         })
         .await
     }
@@ -212,13 +226,16 @@ impl pb::chat_service_server::ChatService for ChatApi {
                 max_tokens: req.params.max_tokens,
             };
             let ticket = self.0.admit(&ctx.principal, &mut req.model, ask).await?;
+            let grant = ticket.grant();
             let stream = match self.0.router.chat_stream(&req, ctx.deadline).await {
                 Ok(s) => s,
                 Err(e) => return Err(ticket.failed(e)),
             };
             let route = stream.route().clone();
             observe::first_chunk("grpc", &route, ttft.elapsed());
-            Ok((Response::new(chunks_with_route(stream, ticket)), route))
+            let mut resp = Response::new(chunks_with_route(stream, ticket));
+            quota_metadata(resp.metadata_mut(), &grant);
+            Ok((resp, route))
         })
         .await
     }
@@ -315,9 +332,12 @@ impl pb::embeddings_service_server::EmbeddingsService for EmbeddingsApi {
                 max_tokens: Some(0),
             };
             let ticket = self.0.admit(&ctx.principal, &mut req.model, ask).await?;
+            let grant = ticket.grant();
             let result = self.0.router.embed(&req, ctx.deadline).await;
             let (Routed { value, route }, cost) = ticket.settle_routed(result, |v| &v.usage)?;
-            Ok((Response::new(convert::embed_response(value, &route, cost)), route))
+            let mut resp = Response::new(convert::embed_response(value, &route, cost));
+            quota_metadata(resp.metadata_mut(), &grant);
+            Ok((resp, route))
         })
         .await
     }

@@ -90,6 +90,8 @@ pub struct QuotaSettings {
     /// Admit when rate limits cannot be checked (default: admit).
     pub rate_limits_fail_open: bool,
     pub reservation_ttl: Duration,
+    /// Soft-budget alerts are POSTed here.
+    pub alert_webhook_url: Option<String>,
 }
 
 impl Default for QuotaSettings {
@@ -101,6 +103,7 @@ impl Default for QuotaSettings {
             budgets_fail_open: false,
             rate_limits_fail_open: true,
             reservation_ttl: Duration::from_secs(600),
+            alert_webhook_url: None,
         }
     }
 }
@@ -588,6 +591,13 @@ fn quota_settings(
         reservation_ttl: match g.reservation_ttl {
             Some(t) => seconds(t, "general_settings.reservation_ttl")?,
             None => QuotaSettings::default().reservation_ttl,
+        },
+        alert_webhook_url: match &g.alert_webhook_url {
+            Some(u) => {
+                check_url(u).map_err(|m| ConfigError::at("general_settings.alert_webhook_url", m))?;
+                Some(u.clone())
+            }
+            None => None,
         },
     })
 }

@@ -157,6 +157,8 @@ pub struct RawGeneralSettings {
     pub etcd_password: Option<String>,
     /// Key prefix in etcd (default `switchboard`), so several gateways can share one etcd.
     pub etcd_prefix: Option<String>,
+    /// Switchboard: soft-budget alerts are POSTed here as JSON.
+    pub alert_webhook_url: Option<String>,
     /// Switchboard, seconds: how long a budget reservation outlives a replica that crashed
     /// before settling it (default 600).
     pub reservation_ttl: Option<f64>,

@@ -326,3 +326,68 @@ fn cloud_provider_settings_are_validated_with_paths() {
     );
     assert!(!c.describe().contains("PRIVATE-KEY-MATERIAL"));
 }
+
+#[test]
+fn costs_match_the_price_file_entries_computed_by_hand() {
+    use crate::domain::{Cost, Usage};
+    let c = Config::parse(
+        r#"
+model_list:
+  - {model_name: a, litellm_params: {model: gpt-4o-mini}}
+  - {model_name: b, litellm_params: {model: anthropic/claude-sonnet-4-20250514}}
+  - {model_name: c, litellm_params: {model: gemini/gemini-2.5-flash}}
+  - {model_name: d, litellm_params: {model: bedrock/us.amazon.nova-pro-v1:0, aws_region_name: us-east-1}}
+  - {model_name: e, litellm_params: {model: azure/my-deployment, api_base: "https://x.openai.azure.com"}, model_info: {base_model: azure/gpt-4o}}
+  - {model_name: f, litellm_params: {model: text-embedding-3-small}}
+  - {model_name: g, litellm_params: {model: gpt-4o, input_cost_per_token: 0.000004}}
+"#,
+        &env,
+    )
+    .unwrap();
+    let usage = |p: u32, c: u32, cached: u32, written: u32| Usage {
+        cached_prompt_tokens: cached,
+        cache_creation_prompt_tokens: written,
+        ..Usage::new(p, c)
+    };
+    // Each expectation is the file's USD-per-token figures times the tokens, worked by hand.
+    let cases = [
+        // gpt-4o-mini: 0.15/M in, 0.6/M out, 0.075/M cached: 800*0.15 + 200*0.075 + 300*0.6 = 315 micro-USD
+        (0, usage(1000, 300, 200, 0), 315_000),
+        // claude-sonnet-4: 3/M in, 15/M out, 0.3/M read, 3.75/M write:
+        // 900*3 + 200*0.3 + 100*3.75 + 500*15 = 2700 + 60 + 375 + 7500 = 10635 micro-USD
+        (1, usage(1200, 500, 200, 100), 10_635_000),
+        // gemini-2.5-flash: 0.3/M in, 2.5/M out: 10000*0.3 + 1000*2.5 = 5500 micro-USD
+        (2, usage(10_000, 1000, 0, 0), 5_500_000),
+        // nova-pro: 0.8/M in, 3.2/M out: 1000*0.8 + 1000*3.2 = 4000 micro-USD
+        (3, usage(1000, 1000, 0, 0), 4_000_000),
+        // azure gpt-4o via base_model: 2.5/M in, 10/M out: 1000*2.5 + 100*10 = 3500 micro-USD
+        (4, usage(1000, 100, 0, 0), 3_500_000),
+        // text-embedding-3-small: 0.02/M: 12345 * 0.02 = 246.9 micro-USD
+        (5, usage(12_345, 0, 0, 0), 246_900),
+        // gpt-4o with input overridden to 4/M (output from the file, 10/M): 1000*4 + 10*10 = 4100
+        (6, usage(1000, 10, 0, 0), 4_100_000),
+    ];
+    for (i, u, nano) in cases {
+        let d = &c.deployments[i];
+        let price = d.price.unwrap_or_else(|| panic!("{} has a price", d.id));
+        assert_eq!(price.cost(&u), Cost::from_nano_usd(nano), "{}", d.id);
+    }
+    assert_eq!(c.deployments[1].max_output_tokens, Some(64_000));
+    assert_eq!(
+        c.deployments[0].max_input_tokens,
+        Some(128_000),
+        "context windows come from the table too"
+    );
+}
+
+#[test]
+fn an_unpriced_hosted_model_warns_and_a_self_hosted_one_does_not() {
+    let c = Config::parse(
+        "model_list:\n  - {model_name: a, litellm_params: {model: groq/some-new-model}}\n  - {model_name: b, litellm_params: {model: ollama/llama3}}\n",
+        &env,
+    )
+    .unwrap();
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    assert!(c.warnings[0].contains("no price known"), "{:?}", c.warnings);
+    assert!(c.deployments[1].price.is_none());
+}

@@ -21,6 +21,8 @@ pub struct Settler {
     ledger: SharedLedger,
     pending: Arc<AtomicUsize>,
     idle: Arc<Notify>,
+    /// Where soft-budget alerts are POSTed (`general_settings.alert_webhook_url`).
+    webhook: Option<(reqwest::Client, Arc<str>)>,
 }
 
 impl Settler {
@@ -29,7 +31,43 @@ impl Settler {
             ledger,
             pending: Arc::new(AtomicUsize::new(0)),
             idle: Arc::new(Notify::new()),
+            webhook: None,
         }
+    }
+
+    /// Soft-budget alerts also go to `url` as JSON (`{"type": "soft_budget_crossed", ...}`).
+    pub fn with_webhook(mut self, client: reqwest::Client, url: String) -> Self {
+        self.webhook = Some((client, url.into()));
+        self
+    }
+
+    fn alert(&self, scope: &Scope, record: &SpendRecord) {
+        let soft = scope.budget.and_then(|b| b.soft).unwrap_or_default();
+        tracing::warn!(scope = %scope.id, soft_budget = %soft, "soft budget crossed");
+        metrics::counter!("switchboard_soft_budget_alerts_total").increment(1);
+        let Some((client, url)) = self.webhook.clone() else {
+            return;
+        };
+        let body = serde_json::json!({
+            "type": "soft_budget_crossed",
+            "scope": scope.id,
+            "soft_budget_usd": soft.usd(),
+            "max_budget_usd": scope.budget.and_then(|b| b.max).map(|m| m.usd()),
+            "window_end_ms": scope.budget.map(|b| b.window_end).filter(|e| *e != i64::MAX),
+            "request_id": record.request_id,
+        });
+        tokio::spawn(async move {
+            let sent = client
+                .post(&*url)
+                .json(&body)
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await
+                .and_then(|r| r.error_for_status());
+            if let Err(e) = sent {
+                tracing::warn!(error = %e, "soft budget alert: webhook failed");
+            }
+        });
     }
 
     pub fn ledger(&self) -> &SharedLedger {
@@ -53,9 +91,10 @@ impl Settler {
             tokio::time::sleep(Duration::from_millis(*wait)).await;
             match self.ledger.settle(scopes, record).await {
                 Ok(crossed) => {
-                    for scope in crossed {
-                        tracing::warn!(scope = %scope, "soft budget crossed");
-                        metrics::counter!("switchboard_soft_budget_alerts_total").increment(1);
+                    for id in crossed {
+                        if let Some(scope) = scopes.iter().find(|s| s.id == id) {
+                            self.alert(scope, record);
+                        }
                     }
                     metrics::counter!("switchboard_spend_nano_usd_total")
                         .increment(record.cost.nano_usd().max(0) as u64);

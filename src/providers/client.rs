@@ -37,6 +37,11 @@ impl HttpClient {
     pub fn request(&self, method: http::Method, url: &str) -> reqwest::RequestBuilder {
         self.inner.request(method, url)
     }
+
+    /// The shared client itself, for the gateway's own outbound calls (alert webhooks).
+    pub fn reqwest(&self) -> &reqwest::Client {
+        &self.inner
+    }
 }
 
 /// Sends a request; transport failures become `Connection` / `Timeout` errors.
