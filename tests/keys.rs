@@ -532,3 +532,152 @@ async fn end_users_have_their_own_budget() {
         .await
         .expect("bob has his own budget");
 }
+
+#[tokio::test]
+async fn litellm_key_management_endpoints_map_onto_the_same_store() {
+    let fake = FakeOpenAi::replying("one two three").await;
+    let gw = gateway(&fake, "").await;
+    let http = common::http();
+    let post = |path: &str, body: serde_json::Value| {
+        http.post(format!("{}{path}", gw.url()))
+            .bearer_auth(MASTER)
+            .json(&body)
+            .send()
+    };
+    let team: serde_json::Value = post(
+        "/team/new",
+        serde_json::json!({"team_alias": "Research", "models": ["cheap"], "max_budget": 10}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let team_id = team["team_id"].as_str().unwrap().to_string();
+    let made = post(
+        "/key/generate",
+        serde_json::json!({"team_id": team_id, "key_alias": "etl", "max_budget": 1.5, "budget_duration": "30d",
+                           "rpm_limit": 50, "duration": "1h", "metadata": {"owner": "data"}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(made.status(), 200);
+    let made: serde_json::Value = made.json().await.unwrap();
+    let key = made["key"].as_str().unwrap().to_string();
+    assert_eq!(
+        (made["max_budget"].as_f64(), made["rpm_limit"].as_u64()),
+        (Some(1.5), Some(50))
+    );
+    assert_eq!(made["team_id"], team_id.as_str());
+    assert!(made["expires"].is_string());
+
+    // The key works on the data plane, for the team's models only, and /v1/models says so.
+    let models: serde_json::Value = http
+        .get(format!("{}/v1/models", gw.url()))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["cheap"]);
+    let mut chat = gw.chat().await;
+    ask(&mut chat, &key, "cheap").await.unwrap();
+
+    let info: serde_json::Value = http
+        .get(format!("{}/key/info?key={key}", gw.url()))
+        .bearer_auth(MASTER)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["info"]["key_alias"], "etl");
+    assert_eq!(info["info"]["metadata"]["owner"], "data");
+    assert!(
+        !info.to_string().contains(&key[3..]),
+        "key/info never returns the secret"
+    );
+
+    let updated: serde_json::Value = post("/key/update", serde_json::json!({"key": key, "max_budget": 3.0}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (updated["max_budget"].as_f64(), updated["rpm_limit"].as_u64()),
+        (Some(3.0), Some(50))
+    );
+
+    let team_info: serde_json::Value = http
+        .get(format!("{}/team/info?team_id={team_id}", gw.url()))
+        .bearer_auth(MASTER)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(team_info["keys"].as_array().unwrap().len(), 1);
+
+    let mut logs = serde_json::Value::Null;
+    eventually(async || {
+        logs = http
+            .get(format!("{}/spend/logs?api_key={key}", gw.url()))
+            .bearer_auth(MASTER)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        logs.as_array().is_some_and(|l| l.len() == 1)
+    })
+    .await;
+    assert_eq!(logs[0]["spend"].as_f64(), Some(0.000017));
+    assert_eq!(logs[0]["total_tokens"], 14);
+
+    let deleted: serde_json::Value = post("/key/delete", serde_json::json!({"keys": [key]}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(deleted["deleted_keys"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        ask(&mut chat, &key, "cheap").await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+
+    // Admin endpoints need the master key; bad fields are named.
+    let denied = http
+        .post(format!("{}/key/generate", gw.url()))
+        .bearer_auth("sk-nope")
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 401);
+    let bad = post("/key/generate", serde_json::json!({"budget_duration": "often"}))
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let body: serde_json::Value = bad.json().await.unwrap();
+    assert_eq!(body["error"]["param"], "budget_duration");
+    let missing = http
+        .get(format!("{}/key/info?key=sk-unknown", gw.url()))
+        .bearer_auth(MASTER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+}

@@ -107,7 +107,7 @@ async fn gateway() -> (Gateway, FakeOpenAi, FakeOpenAi) {
         r#"
 model_list:
   - model_name: smart
-    litellm_params: {{model: openai/gpt-test, api_base: "{up}", api_key: sk-provider-sdk-secret}}
+    litellm_params: {{model: openai/gpt-test, api_base: "{up}", api_key: sk-provider-sdk-secret, input_cost_per_token: 0.000001, output_cost_per_token: 0.000002}}
   - model_name: limited
     litellm_params: {{model: openai/gpt-test, api_base: "{lim}"}}
   - model_name: embed

@@ -13,7 +13,7 @@ use crate::{
     auth::{Limits, Principal, Window},
     config::QuotaSettings,
     domain::{Cost, DeploymentId, Usage},
-    limits::{Budget, Demand, Grant, LedgerError, Refusal, Scope, Settler, SpendRecord, now_ms},
+    limits::{Budget, Demand, Grant, LedgerError, Refusal, Scope, ScopeSpend, Settler, SpendRecord, now_ms},
     router::Group,
 };
 
@@ -89,6 +89,36 @@ impl Quotas {
         }
         add("global".into(), &self.global, 0);
         out
+    }
+
+    /// Current-window spend of a key, team or user with a budget (`None` without a budget, or when
+    /// the ledger is unreachable), and when the window ends (`None`: a lifetime budget).
+    pub async fn current_spend(
+        &self,
+        scope_id: String,
+        limits: &Limits,
+        anchor_ms: i64,
+    ) -> Option<(ScopeSpend, Option<i64>)> {
+        if limits.max_budget.is_none() && limits.soft_budget.is_none() {
+            return None;
+        }
+        let (window_start, window_end) = limits
+            .budget_duration
+            .map_or((0, i64::MAX), |w| w.around(anchor_ms, now_ms()));
+        let scope = Scope {
+            id: scope_id,
+            budget: Some(Budget {
+                max: limits.max_budget,
+                soft: limits.soft_budget,
+                window_start,
+                window_end,
+            }),
+            rpm: None,
+            tpm: None,
+            parallel: None,
+        };
+        let spend = self.settler.ledger().spend(&scope).await.ok()?;
+        Some((spend, (window_end != i64::MAX).then_some(window_end)))
     }
 
     /// Reserves the request's worst case in every scope, or refuses it.

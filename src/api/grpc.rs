@@ -45,6 +45,15 @@ pub(super) struct Ask<'a> {
 }
 
 impl Gateway {
+    /// Admin calls need the master key (or an open gateway); a virtual key is refused.
+    pub(super) fn require_admin(&self, authorization: Option<&[u8]>) -> Result<(), ApiError> {
+        if self.auth.authenticate(authorization)?.is_admin() {
+            Ok(())
+        } else {
+            Err(ApiError::NotAdmin)
+        }
+    }
+
     /// Applies the key's model aliases and allow-list, then reserves the request's worst case
     /// against every budget and limit that applies.
     pub(super) async fn admit(

@@ -101,4 +101,19 @@ e = expect(openai.RateLimitError, lambda: client.chat.completions.create(model="
 assert int(e.response.headers["retry-after"]) >= 1, dict(e.response.headers)
 expect(openai.UnprocessableEntityError, lambda: client.post("/chat/completions", body={"model": "smart", "messages": "hi"}, cast_to=object))
 print("errors ok")
+
+# A virtual key from LiteLLM's /key/generate whose budget cannot cover one request: RateLimitError
+# with Switchboard's budget_exceeded code, before anything reaches the upstream.
+import urllib.request
+req = urllib.request.Request(
+    base_url.removesuffix("/v1") + "/key/generate", method="POST",
+    headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    data=json.dumps({"models": ["smart"], "max_budget": 0.000001, "key_alias": "sdk-budget"}).encode())
+with urllib.request.urlopen(req) as made:
+    tight_key = json.loads(made.read())["key"]
+tight = openai.OpenAI(base_url=base_url, api_key=tight_key, max_retries=0)
+e = expect(openai.RateLimitError, lambda: tight.chat.completions.create(model="smart", messages=hi, max_tokens=100), "budget_exceeded")
+assert "budget" in e.message, e.message
+e = expect(openai.PermissionDeniedError, lambda: tight.chat.completions.create(model="embed", messages=hi), "model_not_allowed")
+print("budget ok")
 print("ALL OK")

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use self::records::{budget_scope, key_info, spend, team_info, update, user_info};
+use self::records::{key_info, spend, team_info, update, user_info};
 use super::{Gateway, error::ApiError};
 use crate::{
     auth::{Kind, Limits},
@@ -24,26 +24,19 @@ pub struct AdminApi {
 impl AdminApi {
     fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
         let md = request.metadata();
-        let principal = self
-            .gateway
-            .auth
-            .authenticate(md.get("authorization").map(|v| v.as_bytes()))
-            .map_err(|e| ApiError::from(e).to_status())?;
-        if records::is_admin(&principal) {
-            Ok(())
-        } else {
-            Err(ApiError::NotAdmin.to_status())
-        }
+        self.gateway
+            .require_admin(md.get("authorization").map(|v| v.as_bytes()))
+            .map_err(|e| e.to_status())
     }
 
     /// Current-window spend of a record with a budget (None without one, or when the ledger is down).
     async fn spend_of(&self, scope_id: String, limits: &Limits, anchor_ms: i64) -> Option<pb::Spend> {
-        if limits.max_budget.is_none() && limits.soft_budget.is_none() {
-            return None;
-        }
-        let scope = budget_scope(scope_id, limits, anchor_ms);
-        let s = self.gateway.quotas.settler.ledger().spend(&scope).await.ok()?;
-        Some(spend(s, &scope))
+        let (s, resets) = self
+            .gateway
+            .quotas
+            .current_spend(scope_id, limits, anchor_ms)
+            .await?;
+        Some(spend(s, resets))
     }
 
     async fn key(&self, k: &crate::auth::KeyRecord) -> pb::KeyInfo {

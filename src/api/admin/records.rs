@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use crate::{
-    auth::{KeyRecord, Limits, Principal, TeamRecord, UserRecord, manage::Spec, manage::Update},
-    limits::{Budget, Scope, ScopeSpend, SpendRecord, SpendRow},
+    auth::{KeyRecord, Limits, TeamRecord, UserRecord, manage::Spec, manage::Update},
+    limits::{ScopeSpend, SpendRecord, SpendRow},
     proto as pb,
 };
 
@@ -105,33 +105,12 @@ fn map(m: &BTreeMap<String, String>) -> std::collections::HashMap<String, String
     m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
-/// The ledger scope of a record's budget, to read its current-window spend.
-pub fn budget_scope(id: String, l: &Limits, anchor_ms: i64) -> Scope {
-    let now = crate::limits::now_ms();
-    let (window_start, window_end) = l
-        .budget_duration
-        .map_or((0, i64::MAX), |w| w.around(anchor_ms, now));
-    Scope {
-        id,
-        budget: Some(Budget {
-            max: l.max_budget,
-            soft: l.soft_budget,
-            window_start,
-            window_end,
-        }),
-        rpm: None,
-        tpm: None,
-        parallel: None,
-    }
-}
-
-pub fn spend(s: ScopeSpend, scope: &Scope) -> pb::Spend {
-    let end = scope.budget.map_or(i64::MAX, |b| b.window_end);
+pub fn spend(s: ScopeSpend, resets_at_ms: Option<i64>) -> pb::Spend {
     pb::Spend {
         spend_usd: s.spent.usd(),
         spend_nano_usd: s.spent.nano_usd(),
         reserved_nano_usd: s.reserved.nano_usd(),
-        budget_reset_at: (end != i64::MAX).then(|| timestamp(end)),
+        budget_reset_at: resets_at_ms.map(timestamp),
     }
 }
 
@@ -213,9 +192,4 @@ pub fn spend_log(r: SpendRecord) -> pb::SpendLog {
         status: r.status,
         created_at: Some(timestamp(r.at_ms)),
     }
-}
-
-/// Whether a principal may call admin methods.
-pub fn is_admin(p: &Principal) -> bool {
-    p.is_admin()
 }

@@ -2,6 +2,7 @@
 //! `/v1/chat/completions` (JSON and SSE), `/v1/embeddings`, `/v1/models`, health probes. Backed by
 //! exactly the same pipeline as gRPC: authentication, validation, router, error mapping.
 
+mod litellm;
 mod wire;
 
 use std::{
@@ -71,6 +72,7 @@ pub fn routes(gateway: Arc<Gateway>, readiness: Readiness) -> Router {
         .route("/health/liveness", get(live))
         .route("/health/readiness", get(ready))
         .route("/metrics", get(metrics_page))
+        .merge(litellm::routes())
         .with_state(state)
 }
 
@@ -389,9 +391,18 @@ async fn embeddings_inner(
 }
 
 async fn models(State(s): State<Http>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
-    authenticate(&s, &headers)?;
+    let principal = authenticate(&s, &headers)?;
     let table = s.gateway.router.table();
-    let mut names: Vec<&str> = table.groups.keys().map(|g| g.as_str()).collect();
+    // A key sees the models it may call.
+    let mut names: Vec<&str> = table
+        .groups
+        .keys()
+        .map(|g| g.as_str())
+        .filter(|g| match &principal {
+            crate::auth::Principal::Key(who) => who.allows(g, &table.access_groups),
+            _ => true,
+        })
+        .collect();
     names.sort_unstable();
     let data: Vec<_> = names
         .iter()
