@@ -12,6 +12,7 @@ use crate::{
     api::{self, AdminApi, ChatApi, EmbeddingsApi, Gateway, Quotas},
     auth::{Authenticator, Backend, Directory, EtcdBackend, MemoryBackend, manage::Manager},
     config::Config,
+    control::{Applier, ControlPlane},
     limits::{FleetLedger, LocalLedger, Settler, SharedLedger},
     proto::{
         self, admin_service_server::AdminServiceServer, chat_service_server::ChatServiceServer,
@@ -57,6 +58,8 @@ pub async fn run_with(
     let options = Options {
         replica_id: format!("switchboard-{}-{:08x}", std::process::id(), fastrand::u32(..)),
         drain_timeout: std::time::Duration::from_secs(30),
+        config_path: None,
+        advertise: None,
     };
     run_as(listeners, config, options, shutdown).await
 }
@@ -68,6 +71,27 @@ pub struct Options {
     /// After the shutdown signal, how long in-flight calls and streams may take to finish before the
     /// remaining connections are closed.
     pub drain_timeout: std::time::Duration,
+    /// The config file (single node: reloaded on SIGHUP or change; fleet: only the first seed).
+    pub config_path: Option<std::path::PathBuf>,
+    /// `host:port` other replicas reach this one at (default: the listen address, with the
+    /// hostname for an unspecified IP).
+    pub advertise: Option<String>,
+}
+
+/// Where peers reach this replica.
+fn advertised(listen: std::net::SocketAddr, advertise: Option<String>) -> String {
+    advertise.unwrap_or_else(|| {
+        if listen.ip().is_unspecified() {
+            let host = std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "localhost".into());
+            format!("{host}:{}", listen.port())
+        } else {
+            listen.to_string()
+        }
+    })
 }
 
 /// [`run_with`] with explicit [`Options`].
@@ -80,8 +104,11 @@ pub async fn run_as(
     let Options {
         replica_id,
         drain_timeout,
+        config_path,
+        advertise,
     } = options;
     let listener = listeners.main;
+    let address = advertised(listener.local_addr()?, advertise);
     if !config.ignored_keys.is_empty() {
         tracing::warn!(
             keys = %config.ignored_keys.join(", "),
@@ -147,11 +174,35 @@ pub async fn run_as(
         backend,
         directory: directory.clone(),
     });
+    let auth = Arc::new(Authenticator::new(config.master_key.clone(), directory));
+    let apply: Applier = {
+        let (router, auth, http) = (router.clone(), auth.clone(), http.clone());
+        Box::new(move |c: &Config| {
+            router.swap(RoutingTable::build(c, &http));
+            router
+                .state()
+                .set_deployments(c.deployments.iter().map(|d| d.id.clone()).collect());
+            auth.set_master_key(c.master_key.clone());
+        })
+    };
+    let control = ControlPlane::start(
+        config.yaml.expose().to_string(),
+        config_path,
+        config
+            .etcd
+            .clone()
+            .map(|e| (e, replica_id.clone(), address.clone())),
+        Arc::new(|name: &str| std::env::var(name).ok()),
+        apply,
+    )
+    .await;
+    control.watch_file();
     let gateway = Arc::new(Gateway {
         router,
-        auth: Arc::new(Authenticator::new(config.master_key.clone(), directory)),
+        auth,
         keys,
         quotas: Arc::new(Quotas::new(settler.clone(), config.quotas.clone())),
+        control,
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -171,7 +222,7 @@ pub async fn run_as(
     let admin = AdminServiceServer::new(AdminApi {
         gateway: gateway.clone(),
         replica_id: replica_id.clone(),
-        address: listener.local_addr()?.to_string(),
+        address: address.clone(),
     });
     let embeddings = EmbeddingsServiceServer::new(EmbeddingsApi(gateway))
         .accept_compressed(CompressionEncoding::Gzip)

@@ -24,6 +24,7 @@ pub mod app;
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod control;
 pub mod domain;
 pub mod limits;
 pub mod proto;

@@ -33,6 +33,9 @@ enum Command {
         /// This replica's id in traces, metrics and the cluster view (default: hostname-pid).
         #[arg(long, env = "SWITCHBOARD_REPLICA_ID")]
         replica_id: Option<String>,
+        /// `host:port` other replicas reach this one at (default: the listen address).
+        #[arg(long, env = "SWITCHBOARD_ADVERTISE_ADDRESS")]
+        advertise_address: Option<String>,
         /// etcd endpoints (`host:port,...`): keys, teams and users shared by the fleet.
         #[arg(long, env = "SWITCHBOARD_ETCD_ENDPOINTS")]
         etcd: Option<String>,
@@ -100,12 +103,14 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             http_listen,
             log_format,
             replica_id,
+            advertise_address,
             etcd,
             shutdown_timeout,
         } => {
             let replica_id = replica_id.unwrap_or_else(default_replica_id);
             let telemetry = telemetry::init(log_format, &telemetry::TraceSettings::from_env(&replica_id))?;
-            let mut config = Config::load(&config)?;
+            let config_path = config;
+            let mut config = Config::load(&config_path)?;
             if let Some(list) = etcd {
                 let mut settings = switchboard::config::EtcdSettings::from_endpoints(&list)
                     .map_err(|e| anyhow::anyhow!("--etcd {e}"))?;
@@ -133,6 +138,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             let options = switchboard::app::Options {
                 replica_id,
                 drain_timeout,
+                config_path: Some(config_path),
+                advertise: advertise_address,
             };
             let result = switchboard::app::run_as(listeners, config, options, shutdown_signal()).await;
             telemetry.shutdown().await;

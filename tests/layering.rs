@@ -12,6 +12,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("router", &["domain", "config", "providers", "router", "cluster"]),
     ("auth", &["domain", "config", "cluster", "auth"]),
     ("limits", &["domain", "config", "cluster", "limits"]),
+    ("control", &["domain", "config", "cluster", "limits", "control"]),
     ("telemetry", &["domain", "telemetry"]),
     (
         "api",
@@ -22,6 +23,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "router",
             "auth",
             "limits",
+            "control",
             "telemetry",
             "api",
             "proto",

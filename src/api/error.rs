@@ -9,6 +9,8 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::{
     auth::{AuthError, StoreError, manage::ManageError},
+    config::ConfigError,
+    control::ControlError,
     domain::ErrorClass,
     limits::Refusal,
     router::{AttemptRecord, RouteError},
@@ -49,6 +51,8 @@ pub enum ApiError {
     NotAdmin,
     #[error(transparent)]
     Manage(#[from] ManageError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
 }
 
 /// The pieces of a status, shared by the gRPC and HTTP renderings.
@@ -290,6 +294,33 @@ impl ApiError {
                     format!("invalid {field}: {message}"),
                 )
             },
+            ApiError::Control(ControlError::Invalid(ConfigError::Invalid { path, message })) => Mapped {
+                field: Some(path.clone()),
+                metadata: HashMap::from([("field".into(), path.clone())]),
+                ..m(
+                    Code::InvalidArgument,
+                    "INVALID_CONFIG",
+                    format!("config rejected, nothing changed: {path}: {message}"),
+                )
+            },
+            ApiError::Control(ControlError::Invalid(e)) => m(
+                Code::InvalidArgument,
+                "INVALID_CONFIG",
+                format!("config rejected, nothing changed: {e}"),
+            ),
+            ApiError::Control(ControlError::NoSuchVersion(_)) => {
+                m(Code::NotFound, "NOT_FOUND", self.to_string())
+            }
+            ApiError::Control(ControlError::NotLeader { .. }) => m(
+                Code::Unavailable,
+                "NO_CONFIG_LEADER",
+                "no config leader is reachable right now; nothing changed".into(),
+            ),
+            ApiError::Control(ControlError::Unavailable(why)) => m(
+                Code::Unavailable,
+                "CONFIG_STORE_UNAVAILABLE",
+                format!("config store unavailable, nothing changed: {why}"),
+            ),
             ApiError::Manage(ManageError::InUse(msg)) => m(Code::FailedPrecondition, "IN_USE", msg.clone()),
             ApiError::Manage(ManageError::Store(e)) => match e {
                 StoreError::AlreadyExists(..) => m(Code::AlreadyExists, "ALREADY_EXISTS", e.to_string()),

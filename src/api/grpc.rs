@@ -34,6 +34,7 @@ pub struct Gateway {
     pub auth: Arc<Authenticator>,
     pub keys: Arc<Manager>,
     pub quotas: Arc<Quotas>,
+    pub control: Arc<crate::control::ControlPlane>,
 }
 
 /// A request as admission sees it (after decoding, before routing).

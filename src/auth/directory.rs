@@ -85,6 +85,11 @@ pub enum StoreError {
 pub trait Backend: Send + Sync {
     /// Writes `change`; when it returns Ok, this replica's directory reflects it.
     async fn apply(&self, change: Change) -> Result<(), StoreError>;
+    /// Whether the directory holds the store's records (readiness). A store that was loaded once
+    /// stays ready while unreachable: the replica keeps serving the keys it has.
+    fn loaded(&self) -> bool {
+        true
+    }
 }
 
 /// Everything a replica knows, as of one moment.

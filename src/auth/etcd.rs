@@ -169,6 +169,10 @@ impl EtcdBackend {
 
 #[tonic::async_trait]
 impl Backend for EtcdBackend {
+    fn loaded(&self) -> bool {
+        self.directory.revision() > 0
+    }
+
     async fn apply(&self, change: Change) -> Result<(), StoreError> {
         let unavailable = |e: String| StoreError::Unavailable(format!("etcd: {e}"));
         let (kind, id) = match &change {

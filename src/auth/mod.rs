@@ -98,21 +98,27 @@ impl AuthError {
 }
 
 pub struct Authenticator {
-    master_key: Option<Secret>,
+    /// Replaced when a new config changes it.
+    master_key: arc_swap::ArcSwapOption<Secret>,
     directory: Arc<Directory>,
 }
 
 impl Authenticator {
     pub fn new(master_key: Option<Secret>, directory: Arc<Directory>) -> Self {
         Self {
-            master_key,
+            master_key: arc_swap::ArcSwapOption::new(master_key.map(Arc::new)),
             directory,
         }
     }
 
+    pub fn set_master_key(&self, key: Option<Secret>) {
+        self.master_key.store(key.map(Arc::new));
+    }
+
     /// Checks the value of an `authorization` header (gRPC metadata or HTTP).
     pub fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Principal, AuthError> {
-        let Some(master) = &self.master_key else {
+        let master = self.master_key.load();
+        let Some(master) = master.as_deref() else {
             return Ok(Principal::Anonymous);
         };
         let token = bearer_token(authorization.ok_or(AuthError::Missing)?)?;

@@ -22,6 +22,9 @@ pub use router::{ClassPolicy, Fallbacks, GroupSettings, Hedge, RouterSettings, R
 /// A config that passed validation. Cheap to share behind an `Arc`; replaced whole on reload.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The YAML text it was parsed from (the control plane stores and versions it). It may hold
+    /// literal keys, so it is a [`Secret`]: never in logs or Debug output.
+    pub yaml: Secret,
     /// In file order.
     pub deployments: Vec<DeploymentConfig>,
     pub router: RouterSettings,
@@ -46,6 +49,8 @@ pub struct EtcdSettings {
     pub password: Option<Secret>,
     /// Every key Switchboard writes starts with `<prefix>/v1/`.
     pub prefix: String,
+    /// The leader's lease: a dead leader is replaced after about this long.
+    pub leader_lease_ttl: Duration,
 }
 
 impl EtcdSettings {
@@ -74,6 +79,7 @@ impl EtcdSettings {
             username: None,
             password: None,
             prefix: "switchboard".into(),
+            leader_lease_ttl: Duration::from_secs(5),
         })
     }
 }
@@ -219,7 +225,9 @@ impl Config {
         let de = serde_ignored::Deserializer::new(doc, &mut on_ignored);
         let raw: raw::RawConfig = serde_path_to_error::deserialize(de)
             .map_err(|e| ConfigError::at(e.path().to_string(), e.inner().to_string()))?;
-        validate(raw, ignored, lookup)
+        let mut config = validate(raw, ignored, lookup)?;
+        config.yaml = Secret::new(yaml);
+        Ok(config)
     }
 
     /// A human summary of the resolved groups. Never includes secrets.
@@ -509,6 +517,7 @@ fn validate(
     let group_names: std::collections::HashSet<&str> = deployments.iter().map(|d| d.group.as_str()).collect();
     let router = router::validate(raw.router_settings, &raw.litellm_settings, &group_names, lookup)?;
     Ok(Config {
+        yaml: Secret::new(""),
         deployments,
         router,
         master_key,
@@ -550,6 +559,15 @@ fn etcd_settings(
             ));
         }
         s.prefix = p.trim_end_matches('/').to_string();
+    }
+    if let Some(t) = g.leader_lease_ttl {
+        s.leader_lease_ttl = seconds(t, "general_settings.leader_lease_ttl")?;
+        if s.leader_lease_ttl < Duration::from_secs(1) {
+            return Err(ConfigError::at(
+                "general_settings.leader_lease_ttl",
+                "must be at least 1 second",
+            ));
+        }
     }
     Ok(Some(s))
 }

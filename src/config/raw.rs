@@ -157,6 +157,8 @@ pub struct RawGeneralSettings {
     pub etcd_password: Option<String>,
     /// Key prefix in etcd (default `switchboard`), so several gateways can share one etcd.
     pub etcd_prefix: Option<String>,
+    /// Seconds (default 5): how long a dead config leader keeps its leadership.
+    pub leader_lease_ttl: Option<f64>,
     /// Switchboard: soft-budget alerts are POSTed here as JSON.
     pub alert_webhook_url: Option<String>,
     /// Switchboard, seconds: how long a budget reservation outlives a replica that crashed

@@ -459,6 +459,10 @@ impl DeploymentState for FleetState {
         self.connected()
     }
 
+    fn set_deployments(&self, ids: Vec<DeploymentId>) {
+        *self.deployments.lock().unwrap_or_else(|p| p.into_inner()) = ids;
+    }
+
     fn replicas(&self) -> BoxFuture<'_, Vec<ReplicaInfo>> {
         Box::pin(async move {
             let Some(redis) = self.redis() else {

@@ -86,6 +86,8 @@ pub trait DeploymentState: Send + Sync {
     fn adjust_tokens(&self, id: &DeploymentId, delta: i64);
     /// p95 of recent unary latencies across `ids`, if enough samples exist.
     fn latency_p95(&self, ids: &[DeploymentId]) -> Option<Duration>;
+    /// A new config names these deployments (shared state syncs them from now on).
+    fn set_deployments(&self, _ids: Vec<DeploymentId>) {}
     /// False while shared state is configured but unreachable (readiness reports it).
     fn shared_state_ready(&self) -> bool {
         true

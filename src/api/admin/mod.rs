@@ -11,6 +11,7 @@ use self::records::{key_info, spend, team_info, update, user_info};
 use super::{Gateway, error::ApiError};
 use crate::{
     auth::{Kind, Limits},
+    control::ControlError,
     proto as pb,
     router::Health,
 };
@@ -72,6 +73,21 @@ fn status(e: impl Into<ApiError>) -> Status {
     e.into().to_status()
 }
 
+/// A client for the config leader at `host:port` (writes are forwarded there).
+async fn leader_client(
+    addr: &str,
+) -> Result<pb::admin_service_client::AdminServiceClient<tonic::transport::Channel>, Status> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| Status::unavailable(format!("bad leader address {addr:?}: {e}")))?
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .timeout(std::time::Duration::from_secs(10));
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| Status::unavailable(format!("the config leader at {addr} is unreachable: {e}")))?;
+    Ok(pb::admin_service_client::AdminServiceClient::new(channel))
+}
+
 #[tonic::async_trait]
 impl pb::admin_service_server::AdminService for AdminApi {
     async fn get_cluster(
@@ -123,8 +139,33 @@ impl pb::admin_service_server::AdminService for AdminApi {
                 address: r.address,
                 version: r.version,
                 last_heartbeat: Some(timestamp(r.last_heartbeat_ms)),
+                config_version: 0,
+                leader: false,
             })
             .collect();
+        let control = &self.gateway.control;
+        let leader = control.leadership.as_ref().and_then(|l| l.leader());
+        // With etcd, each replica's config version and leadership come from its own report.
+        if let Some(l) = &control.leadership
+            && let Ok(reports) = l.replicas().await
+        {
+            for s in reports {
+                match replicas.iter_mut().find(|r| r.replica_id == s.id) {
+                    Some(r) => r.config_version = s.config_version,
+                    None => replicas.push(pb::Replica {
+                        replica_id: s.id.clone(),
+                        address: s.address.clone(),
+                        version: env!("CARGO_PKG_VERSION").to_string(),
+                        last_heartbeat: Some(records::timestamp(s.at_ms)),
+                        config_version: s.config_version,
+                        leader: false,
+                    }),
+                }
+            }
+        }
+        for r in &mut replicas {
+            r.leader = leader.as_ref().is_some_and(|l| l.id == r.replica_id);
+        }
         if replicas.is_empty() {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -134,16 +175,102 @@ impl pb::admin_service_server::AdminService for AdminApi {
                 address: self.address.clone(),
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 last_heartbeat: Some(timestamp(now)),
+                config_version: control.current().version,
+                leader: leader.is_some(),
             });
         }
         replicas.sort_by(|a, b| a.replica_id.cmp(&b.replica_id));
         Ok(Response::new(pb::GetClusterResponse {
             replica_id: self.replica_id.clone(),
-            leader_id: String::new(),
+            leader_id: leader.map(|l| l.id).unwrap_or_default(),
             shared_state: shared,
             replicas,
             deployments,
+            config_version: control.current().version,
+            config_rejection: control.status().last_rejection.unwrap_or_default(),
         }))
+    }
+
+    async fn get_config(
+        &self,
+        request: Request<pb::GetConfigRequest>,
+    ) -> Result<Response<pb::GetConfigResponse>, Status> {
+        self.authorize(&request)?;
+        let v = self.gateway.control.current();
+        Ok(Response::new(pb::GetConfigResponse {
+            version: v.version,
+            yaml: crate::control::mask_secrets(&v.yaml),
+            author: v.author.clone(),
+            created_at: Some(records::timestamp(v.at_ms)),
+        }))
+    }
+
+    async fn put_config(
+        &self,
+        request: Request<pb::PutConfigRequest>,
+    ) -> Result<Response<pb::PutConfigResponse>, Status> {
+        self.authorize(&request)?;
+        let auth = request.metadata().get("authorization").cloned();
+        let yaml = request.into_inner().yaml;
+        let author = format!("admin via {}", self.replica_id);
+        match self.gateway.control.put(yaml.clone(), author).await {
+            Ok(version) => Ok(Response::new(pb::PutConfigResponse { version })),
+            Err(ControlError::NotLeader {
+                leader_address: Some(addr),
+            }) if addr != self.address => {
+                // Followers forward the write to the leader, with the caller's credentials.
+                let mut client = leader_client(&addr).await?;
+                let mut forwarded = Request::new(pb::PutConfigRequest { yaml });
+                if let Some(a) = auth {
+                    forwarded.metadata_mut().insert("authorization", a);
+                }
+                client.put_config(forwarded).await
+            }
+            Err(e) => Err(status(e)),
+        }
+    }
+
+    async fn list_config_revisions(
+        &self,
+        request: Request<pb::ListConfigRevisionsRequest>,
+    ) -> Result<Response<pb::ListConfigRevisionsResponse>, Status> {
+        self.authorize(&request)?;
+        let history = self.gateway.control.history().await.map_err(status)?;
+        Ok(Response::new(pb::ListConfigRevisionsResponse {
+            revisions: history
+                .into_iter()
+                .map(|v| pb::ConfigRevision {
+                    version: v.version,
+                    author: v.author,
+                    created_at: Some(records::timestamp(v.at_ms)),
+                    size_bytes: v.yaml.len() as u64,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn rollback_config(
+        &self,
+        request: Request<pb::RollbackConfigRequest>,
+    ) -> Result<Response<pb::RollbackConfigResponse>, Status> {
+        self.authorize(&request)?;
+        let auth = request.metadata().get("authorization").cloned();
+        let target = request.get_ref().version;
+        let author = format!("admin via {}", self.replica_id);
+        match self.gateway.control.rollback(target, author).await {
+            Ok(version) => Ok(Response::new(pb::RollbackConfigResponse { version })),
+            Err(ControlError::NotLeader {
+                leader_address: Some(addr),
+            }) if addr != self.address => {
+                let mut client = leader_client(&addr).await?;
+                let mut forwarded = Request::new(pb::RollbackConfigRequest { version: target });
+                if let Some(a) = auth {
+                    forwarded.metadata_mut().insert("authorization", a);
+                }
+                client.rollback_config(forwarded).await
+            }
+            Err(e) => Err(status(e)),
+        }
     }
 
     async fn create_key(

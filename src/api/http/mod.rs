@@ -87,6 +87,12 @@ async fn ready(State(s): State<Http>) -> (StatusCode, Json<serde_json::Value>) {
             Json(json!({"status": "not ready", "reason": "redis unreachable"})),
         );
     }
+    if !s.gateway.keys.backend.loaded() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not ready", "reason": "keys not loaded from etcd yet"})),
+        );
+    }
     if s.readiness.get() {
         (StatusCode::OK, Json(json!({"status": "ready"})))
     } else {
