@@ -111,6 +111,18 @@ impl Leadership {
         self.leader.load_full().map(|l| LeaderInfo::clone(&l))
     }
 
+    /// Who leads according to etcd right now (`None`: nobody, or etcd unreachable).
+    async fn fetch_leader(&self) -> Option<LeaderInfo> {
+        let mut c = self.client().await.ok()?;
+        let resp = tokio::time::timeout(Duration::from_secs(1), c.leader(self.key("leader")))
+            .await
+            .ok()?
+            .ok()?;
+        let info = serde_json::from_slice::<LeaderInfo>(resp.kv()?.value()).ok()?;
+        self.leader.store(Some(Arc::new(info.clone())));
+        Some(info)
+    }
+
     pub(super) async fn wait_loaded(&self, timeout: Duration) {
         let wait = async {
             loop {
@@ -168,14 +180,14 @@ impl Leadership {
 
     /// The leader-only write of a new config version, fenced on our election key.
     pub(super) async fn write(&self, yaml: String, author: String) -> Result<u64, ControlError> {
-        let leader_key = self
-            .leading
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .ok_or_else(|| ControlError::NotLeader {
-                leader_address: self.leader().map(|l| l.address),
-            })?;
+        let leading = self.leading.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let Some(leader_key) = leading else {
+            // Ask etcd who leads now (the cached view may be up to half a second old).
+            let fresh = self.fetch_leader().await;
+            return Err(ControlError::NotLeader {
+                leader_address: fresh.or_else(|| self.leader()).map(|l| l.address),
+            });
+        };
         let mut c = self.client().await.map_err(unavailable)?;
         let doc_key = self.key("config/doc");
         let current = c.get(doc_key.as_str(), None).await.map_err(unavailable)?;

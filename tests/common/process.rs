@@ -10,7 +10,7 @@ use std::{
 pub struct Process {
     child: Child,
     pub url: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Process {
@@ -37,10 +37,23 @@ impl Process {
         let process = Process {
             child,
             url: format!("http://127.0.0.1:{port}"),
-            _dir: dir,
+            dir,
         };
         super::wait_ready(&process.url).await;
         process
+    }
+
+    /// The config file it was started with (tests rewrite it to exercise reloads).
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("config.yaml")
+    }
+
+    pub fn sighup(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
     }
 
     pub fn sigterm(&self) {
