@@ -13,7 +13,7 @@ use crate::{
     auth::{Authenticator, Backend, Directory, EtcdBackend, MemoryBackend, manage::Manager},
     config::Config,
     control::{Applier, ControlPlane},
-    limits::{FleetLedger, LocalLedger, Settler, SharedLedger},
+    limits::{Checkpoint, FleetLedger, LocalLedger, Settler, SharedLedger},
     proto::{
         self, admin_service_server::AdminServiceServer, chat_service_server::ChatServiceServer,
         embeddings_service_server::EmbeddingsServiceServer,
@@ -76,6 +76,55 @@ pub struct Options {
     /// `host:port` other replicas reach this one at (default: the listen address, with the
     /// hostname for an unspecified IP).
     pub advertise: Option<String>,
+}
+
+/// Puts the etcd spend checkpoint back into a Redis that lost its data. Any replica may: restoring
+/// only raises counters, so doing it twice is harmless.
+async fn restore_spend(lead: &crate::control::Leadership, ledger: &FleetLedger) {
+    if !matches!(ledger.needs_restore().await, Ok(true)) {
+        return;
+    }
+    let checkpoint = match lead.get("spend/checkpoint").await {
+        Ok(Some(bytes)) => serde_json::from_slice(&bytes).unwrap_or_default(),
+        Ok(None) => Checkpoint::default(),
+        Err(_) => return,
+    };
+    match ledger.restore(&checkpoint).await {
+        Ok(()) if checkpoint.budgets.is_empty() => {}
+        Ok(()) => tracing::info!(
+            budgets = checkpoint.budgets.len(),
+            age_ms = crate::limits::now_ms() - checkpoint.at_ms,
+            "spend counters restored into redis from the etcd checkpoint"
+        ),
+        Err(e) => tracing::warn!(error = %e, "spend checkpoint restore failed"),
+    }
+}
+
+/// Every second: restore a Redis that lost its data; on the leader, every `every`, copy the
+/// budget counters from Redis into etcd (fenced: only the leader's write lands).
+async fn checkpoint_spend(
+    lead: Arc<crate::control::Leadership>,
+    ledger: Arc<FleetLedger>,
+    every: std::time::Duration,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut last = tokio::time::Instant::now();
+    loop {
+        tick.tick().await;
+        restore_spend(&lead, &ledger).await;
+        if lead.is_leader() && last.elapsed() >= every {
+            last = tokio::time::Instant::now();
+            match ledger.checkpoint().await {
+                Ok(c) => {
+                    let bytes = serde_json::to_vec(&c).unwrap_or_default();
+                    if let Err(e) = lead.put_fenced("spend/checkpoint", bytes).await {
+                        tracing::debug!(error = %e, "spend checkpoint not written");
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "spend checkpoint not read"),
+            }
+        }
+    }
 }
 
 /// Where peers reach this replica.
@@ -145,8 +194,13 @@ pub async fn run_as(
         None => Arc::new(LocalState::default()),
     };
     let router = Arc::new(Router::new(table, state));
-    let ledger: SharedLedger = match &config.router.redis_url {
-        Some(url) => FleetLedger::start(url.expose().to_string()),
+    let fleet_ledger = config
+        .router
+        .redis_url
+        .as_ref()
+        .map(|url| FleetLedger::start(url.expose().to_string(), config.etcd.is_some()));
+    let ledger: SharedLedger = match &fleet_ledger {
+        Some(l) => l.clone(),
         None => Arc::new(LocalLedger::default()),
     };
     let mut settler = Settler::new(ledger);
@@ -197,6 +251,24 @@ pub async fn run_as(
     )
     .await;
     control.watch_file();
+    if let (Some(lead), Some(ledger)) = (control.leadership.clone(), fleet_ledger) {
+        // Before serving: budgets must not start from a Redis that lost its data.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(3), async {
+            for _ in 0..30 {
+                restore_spend(&lead, &ledger).await;
+                if matches!(ledger.needs_restore().await, Ok(false)) {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+        tokio::spawn(checkpoint_spend(
+            lead,
+            ledger,
+            config.quotas.spend_checkpoint_interval,
+        ));
+    }
     let gateway = Arc::new(Gateway {
         router,
         auth,

@@ -443,3 +443,66 @@ async fn with_redis_down_budgets_fail_closed_and_rate_limits_fail_open() {
         started.elapsed().as_millis()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_lost_its_data_does_not_reset_a_budget() {
+    let (mut redis, etcd) = (RedisServer::start().await, EtcdServer::start().await);
+    let fake = FakeOpenAi::replying("one two").await;
+    let gw = Gateway::start(&config(&redis, &etcd, &fake, ", spend_checkpoint_interval: 0.5")).await;
+    common::wait_ready(&gw.url()).await;
+    let mut admin = admin_at(&gw.url()).await;
+    let (key, key_id) = create(
+        &mut admin,
+        pb::Limits {
+            max_budget: Some(0.05),
+            ..Default::default()
+        },
+    )
+    .await;
+    // Spend $0.03 of $0.05, and let the leader checkpoint it.
+    for _ in 0..3 {
+        call(&gw.url(), &key, 2).await.unwrap();
+    }
+    assert_eq!(
+        quiesced(&mut admin, &key_id, Duration::from_secs(5))
+            .await
+            .spend_nano_usd,
+        30_000_000
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Redis restarts empty (no persistence).
+    redis.restart().await;
+    let started = Instant::now();
+    let spent = loop {
+        if let Ok(mut a) = tokio::time::timeout(Duration::from_secs(1), admin_at(&gw.url())).await
+            && let Ok(Ok(r)) = tokio::time::timeout(
+                Duration::from_secs(1),
+                a.get_key(with_key(
+                    pb::GetKeyRequest {
+                        key_id: key_id.clone(),
+                    },
+                    MASTER,
+                )),
+            )
+            .await
+            && let Some(s) = r.into_inner().info.and_then(|i| i.spend)
+            && s.spend_nano_usd > 0
+        {
+            break s.spend_nano_usd;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "never restored");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!(
+        "spend restored into an empty redis {} ms after it came back",
+        started.elapsed().as_millis()
+    );
+    assert_eq!(spent, 30_000_000, "the budget did not restart from zero");
+    // Two more calls fit ($0.05), the third would not.
+    call(&gw.url(), &key, 2).await.unwrap();
+    quiesced(&mut admin, &key_id, Duration::from_secs(5)).await;
+    call(&gw.url(), &key, 2).await.unwrap();
+    quiesced(&mut admin, &key_id, Duration::from_secs(5)).await;
+    let refused = call(&gw.url(), &key, 2).await.unwrap_err();
+    assert_eq!(reason(&refused), "BUDGET_EXCEEDED");
+}

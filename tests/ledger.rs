@@ -228,7 +228,7 @@ async fn the_local_ledger_keeps_the_rules() {
 #[tokio::test]
 async fn the_redis_ledger_keeps_the_same_rules() {
     let redis = RedisServer::start().await;
-    let ledger: Arc<FleetLedger> = FleetLedger::start(redis.url());
+    let ledger: Arc<FleetLedger> = FleetLedger::start(redis.url(), false);
     // Connects in the background.
     for _ in 0..100 {
         if ledger.spend(&scope("probe")).await.is_ok() {
@@ -242,7 +242,7 @@ async fn the_redis_ledger_keeps_the_same_rules() {
 #[tokio::test]
 async fn the_redis_ledger_reports_unavailable_when_redis_is_gone() {
     let mut redis = RedisServer::start().await;
-    let ledger = FleetLedger::start(redis.url());
+    let ledger = FleetLedger::start(redis.url(), false);
     for _ in 0..100 {
         if ledger.spend(&scope("probe")).await.is_ok() {
             break;

@@ -98,6 +98,8 @@ pub struct QuotaSettings {
     pub reservation_ttl: Duration,
     /// Soft-budget alerts are POSTed here.
     pub alert_webhook_url: Option<String>,
+    /// How often the leader copies budget counters from Redis into etcd.
+    pub spend_checkpoint_interval: Duration,
 }
 
 impl Default for QuotaSettings {
@@ -110,6 +112,7 @@ impl Default for QuotaSettings {
             rate_limits_fail_open: true,
             reservation_ttl: Duration::from_secs(600),
             alert_webhook_url: None,
+            spend_checkpoint_interval: Duration::from_secs(10),
         }
     }
 }
@@ -609,6 +612,10 @@ fn quota_settings(
         reservation_ttl: match g.reservation_ttl {
             Some(t) => seconds(t, "general_settings.reservation_ttl")?,
             None => QuotaSettings::default().reservation_ttl,
+        },
+        spend_checkpoint_interval: match g.spend_checkpoint_interval {
+            Some(t) => seconds(t, "general_settings.spend_checkpoint_interval")?,
+            None => QuotaSettings::default().spend_checkpoint_interval,
         },
         alert_webhook_url: match &g.alert_webhook_url {
             Some(u) => {

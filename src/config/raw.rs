@@ -159,6 +159,8 @@ pub struct RawGeneralSettings {
     pub etcd_prefix: Option<String>,
     /// Seconds (default 5): how long a dead config leader keeps its leadership.
     pub leader_lease_ttl: Option<f64>,
+    /// Switchboard, seconds (default 10): how often the leader checkpoints spend into etcd.
+    pub spend_checkpoint_interval: Option<f64>,
     /// Switchboard: soft-budget alerts are POSTed here as JSON.
     pub alert_webhook_url: Option<String>,
     /// Switchboard, seconds: how long a budget reservation outlives a replica that crashed

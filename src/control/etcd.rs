@@ -40,6 +40,9 @@ pub struct ReplicaStatus {
     pub at_ms: i64,
 }
 
+/// Config versions kept for ListConfigRevisions and RollbackConfig.
+const HISTORY: u64 = 100;
+
 pub struct Leadership {
     settings: EtcdSettings,
     me: LeaderInfo,
@@ -238,6 +241,15 @@ impl Leadership {
             ));
         }
         metrics::counter!("switchboard_config_writes_total").increment(1);
+        // Pruning: the history keeps the last HISTORY versions.
+        if v.version > HISTORY {
+            let _ = c
+                .delete(
+                    self.key(&format!("config/history/{:020}", v.version - HISTORY)),
+                    None,
+                )
+                .await;
+        }
         // Return once this replica serves it (its own watch applies it).
         if let Some(plane) = self.plane.upgrade() {
             for _ in 0..200 {
@@ -248,6 +260,39 @@ impl Leadership {
             }
         }
         Ok(v.version)
+    }
+
+    /// A leader-only write of any document under our prefix, fenced like config writes.
+    pub async fn put_fenced(&self, what: &str, value: Vec<u8>) -> Result<(), ControlError> {
+        let leading = self.leading.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let leader_key = leading.ok_or(ControlError::NotLeader { leader_address: None })?;
+        let mut c = self.client().await.map_err(unavailable)?;
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                leader_key.key().to_vec(),
+                CompareOp::Equal,
+                leader_key.rev(),
+            )])
+            .and_then([TxnOp::put(self.key(what), value, None)]);
+        let resp = tokio::time::timeout(etcd::REQUEST_TIMEOUT, c.txn(txn))
+            .await
+            .map_err(|_| ControlError::Unavailable("etcd did not answer within 2 s".into()))?
+            .map_err(unavailable)?;
+        if resp.succeeded() {
+            Ok(())
+        } else {
+            self.step_down("a fenced write found the leadership gone");
+            Err(ControlError::Unavailable(
+                "this replica lost the leadership".into(),
+            ))
+        }
+    }
+
+    /// A document under our prefix.
+    pub async fn get(&self, what: &str) -> Result<Option<Vec<u8>>, ControlError> {
+        let mut c = self.client().await.map_err(unavailable)?;
+        let resp = c.get(self.key(what), None).await.map_err(unavailable)?;
+        Ok(resp.kvs().first().map(|kv| kv.value().to_vec()))
     }
 
     pub(super) async fn history(&self) -> Result<Vec<Version>, ControlError> {

@@ -17,14 +17,19 @@ use crate::{cluster::redis::Redis, domain::Cost};
 
 const BASE: &str = "sb:v1:{q}";
 
-/// KEYS: per scope l, r, b, q. ARGV: request id, lease ms, amount, tokens, n, then per scope
-/// budget max (-1: none), window start, budget ttl s (0: none), rpm, tpm, parallel (-1: none), leased.
-/// Returns {0, rpm_left, tpm_left, minute} or {1, scope index, kind, limit, used, extra}.
+/// KEYS: per scope l, r, b, q; then the restore marker. ARGV: request id, lease ms, amount, tokens,
+/// n, then per scope budget max (-1: none), window start, budget ttl s (0: none), rpm, tpm, parallel
+/// (-1: none), leased; then guarded (1/0).
+/// Returns {0, rpm_left, tpm_left, minute}, {1, scope index, kind, limit, used, extra}, or {2}
+/// (guarded and not restored yet).
 const ADMIT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local minute = math.floor(now / 60000)
 local rid, lease, amount, tokens, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+-- Guarded ledgers (a leader checkpoints spend into etcd): a Redis that lost its data answers
+-- nothing until the checkpoint is restored, so budgets cannot restart from zero.
+if ARGV[6 + n * 7] == '1' and redis.call('EXISTS', KEYS[n * 4 + 1]) == 0 then return {2} end
 local rpm_left, tpm_left = -1, -1
 for i = 0, n - 1 do
   local L, R, B, Q = KEYS[i*4+1], KEYS[i*4+2], KEYS[i*4+3], KEYS[i*4+4]
@@ -186,6 +191,7 @@ fn scope_keys(id: &str, window: i64) -> [String; 4] {
 }
 
 pub struct FleetLedger {
+    guarded: bool,
     redis: Arc<ArcSwapOption<Redis>>,
     admit: Script,
     settle: Script,
@@ -196,7 +202,9 @@ pub struct FleetLedger {
 impl FleetLedger {
     /// Connects in the background (and again whenever the connection is lost); until connected,
     /// every call fails with `Unavailable` and each rule applies its failure mode.
-    pub fn start(url: String) -> Arc<Self> {
+    /// `guarded`: a leader checkpoints spend (etcd is configured), so admissions wait for a Redis
+    /// that lost its data to be restored first.
+    pub fn start(url: String, guarded: bool) -> Arc<Self> {
         let redis = Arc::new(ArcSwapOption::empty());
         let slot = Arc::downgrade(&redis);
         tokio::spawn(async move {
@@ -213,12 +221,17 @@ impl FleetLedger {
             }
         });
         Arc::new(Self {
+            guarded,
             redis,
             admit: Script::new(ADMIT),
             settle: Script::new(SETTLE),
             spend: Script::new(SPEND),
             renew: Script::new(RENEW),
         })
+    }
+
+    pub(super) fn connection(&self) -> Result<redis::aio::ConnectionManager, LedgerError> {
+        self.conn()
     }
 
     fn conn(&self) -> Result<redis::aio::ConnectionManager, LedgerError> {
@@ -262,11 +275,18 @@ impl Ledger for FleetLedger {
                 .arg(opt(s.parallel.map(u64::from)))
                 .arg(if s.leased() { "1" } else { "0" });
         }
+        inv.key(super::checkpoint::MARKER)
+            .arg(if self.guarded { "1" } else { "0" });
         let reply: Vec<redis::Value> = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
         let int = |i: usize| match reply.get(i) {
             Some(redis::Value::Int(n)) => *n,
             _ => 0,
         };
+        if int(0) == 2 {
+            return Err(LedgerError::Unavailable(
+                "redis lost its data: waiting for the leader to restore the spend checkpoint".into(),
+            ));
+        }
         if int(0) == 0 {
             let left = |v: i64| (v >= 0).then_some(v as u64);
             return Ok(Ok(Grant {

@@ -7,12 +7,14 @@
 //! Two ledgers with the same rules: [`LocalLedger`] in memory (single node) and [`FleetLedger`] on
 //! Redis (one Lua script per step, on Redis' clock).
 
+mod checkpoint;
 mod fleet;
 mod local;
 mod settle;
 
 use std::sync::Arc;
 
+pub use checkpoint::Checkpoint;
 pub use fleet::FleetLedger;
 pub use local::LocalLedger;
 pub use settle::Settler;
