@@ -357,12 +357,18 @@ async fn get_cluster_shows_every_replica_and_the_fleets_deployment_state() {
             .await
             .unwrap()
             .into_inner();
-        if c.replicas.len() == 2 {
+        // Both replicas registered, and the cooldown pushed from replica 0 arrived here (on a
+        // loaded machine that can take a few milliseconds more than the request that caused it).
+        let cooled = c
+            .deployments
+            .iter()
+            .any(|d| d.deployment_id == "a" && d.health == DeploymentHealth::CoolingDown as i32);
+        if c.replicas.len() == 2 && cooled {
             break c;
         }
         assert!(
             started.elapsed() < Duration::from_secs(5),
-            "replicas never registered: {c:?}"
+            "replicas never registered or the cooldown never arrived: {c:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };

@@ -125,12 +125,12 @@ impl Quotas {
     pub async fn admit(&self, req: Admission<'_>) -> Result<Ticket, ApiError> {
         let now = now_ms();
         let scopes = self.scopes(req.principal, req.end_user, now);
-        let max_output = req
-            .max_tokens
-            .unwrap_or(req.group.map_or(0, |g| g.max_output_tokens));
-        let worst = req.group.and_then(|g| g.worst_price).map_or(Cost::ZERO, |p| {
-            p.worst_case(req.prompt_tokens, u64::from(max_output))
-        });
+        // Measured only when some limit needs it (the common unlimited request skips the scan).
+        let prompt_tokens = if scopes.is_empty() {
+            0
+        } else {
+            (req.prompt_tokens)()
+        };
         let (key_id, team_id, user_id) = match req.principal {
             Principal::Key(who) => (
                 Some(who.key.id.clone()),
@@ -142,10 +142,17 @@ impl Quotas {
         let mut grant = Grant::default();
         let mut scopes: Arc<[Scope]> = scopes.into();
         if !scopes.is_empty() {
+            let max_output = req
+                .max_tokens
+                .unwrap_or(req.group.map_or(0, |g| g.max_output_tokens));
+            let worst = req
+                .group
+                .and_then(|g| g.worst_price)
+                .map_or(Cost::ZERO, |p| p.worst_case(prompt_tokens, u64::from(max_output)));
             let demand = Demand {
                 request_id: req.request_id.to_string(),
                 cost: worst,
-                tokens: req.prompt_tokens,
+                tokens: prompt_tokens,
                 lease_ms: self.settings.reservation_ttl.as_millis() as u64,
             };
             let waiting_until = Instant::now() + BUDGET_WAIT;
@@ -223,7 +230,7 @@ impl Quotas {
                 latency_ms: 0,
                 status: String::new(),
                 at_ms: now,
-                estimated_tokens: req.prompt_tokens,
+                estimated_tokens: prompt_tokens,
                 minute: grant.minute,
             }),
         })
@@ -237,7 +244,8 @@ pub struct Admission<'a> {
     pub model: &'a str,
     pub group: Option<&'a Group>,
     pub end_user: Option<&'a str>,
-    pub prompt_tokens: u64,
+    /// The prompt's token estimate, computed only if a limit applies.
+    pub prompt_tokens: &'a (dyn Fn() -> u64 + Sync),
     pub max_tokens: Option<u32>,
 }
 

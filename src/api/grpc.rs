@@ -41,7 +41,7 @@ pub struct Gateway {
 pub(super) struct Ask<'a> {
     pub request_id: &'a str,
     pub end_user: Option<&'a str>,
-    pub prompt_tokens: u64,
+    pub prompt_tokens: &'a (dyn Fn() -> u64 + Sync),
     pub max_tokens: Option<u32>,
 }
 
@@ -197,11 +197,12 @@ impl pb::chat_service_server::ChatService for ChatApi {
         served(scope, &self.0.router, group, async {
             let ctx = self.0.context(request.metadata())?;
             let mut req = convert::chat_request(request.into_inner())?;
-            let prompt_tokens = crate::router::estimate_prompt_tokens(&req);
+            let messages = &req.messages;
+            let estimate = move || crate::router::estimate_prompt_tokens(messages);
             let ask = Ask {
                 request_id: &request_id,
                 end_user: req.user.as_deref(),
-                prompt_tokens,
+                prompt_tokens: &estimate,
                 max_tokens: req.params.max_tokens,
             };
             let ticket = self.0.admit(&ctx.principal, &mut req.model, ask).await?;
@@ -228,11 +229,12 @@ impl pb::chat_service_server::ChatService for ChatApi {
         served(scope, &self.0.router, group, async {
             let ctx = self.0.context(request.metadata())?;
             let mut req = convert::chat_request(request.into_inner())?;
-            let prompt_tokens = crate::router::estimate_prompt_tokens(&req);
+            let messages = &req.messages;
+            let estimate = move || crate::router::estimate_prompt_tokens(messages);
             let ask = Ask {
                 request_id: &request_id,
                 end_user: req.user.as_deref(),
-                prompt_tokens,
+                prompt_tokens: &estimate,
                 max_tokens: req.params.max_tokens,
             };
             let ticket = self.0.admit(&ctx.principal, &mut req.model, ask).await?;
@@ -334,11 +336,12 @@ impl pb::embeddings_service_server::EmbeddingsService for EmbeddingsApi {
         served(scope, &self.0.router, group, async {
             let ctx = self.0.context(request.metadata())?;
             let mut req = convert::embed_request(request.into_inner())?;
-            let prompt_tokens = req.estimated_prompt_tokens();
+            let input = &req.input;
+            let estimate = move || crate::domain::EmbedRequest::estimate_input_tokens(input);
             let ask = Ask {
                 request_id: &request_id,
                 end_user: req.user.as_deref(),
-                prompt_tokens,
+                prompt_tokens: &estimate,
                 max_tokens: Some(0),
             };
             let ticket = self.0.admit(&ctx.principal, &mut req.model, ask).await?;

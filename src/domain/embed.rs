@@ -17,10 +17,12 @@ pub struct EmbedRequest {
 
 impl EmbedRequest {
     pub fn estimated_prompt_tokens(&self) -> u64 {
-        self.input
-            .iter()
-            .map(|t| t.chars().count().div_ceil(4) as u64)
-            .sum()
+        Self::estimate_input_tokens(&self.input)
+    }
+
+    /// About four characters per token.
+    pub fn estimate_input_tokens(input: &[String]) -> u64 {
+        input.iter().map(|t| t.chars().count().div_ceil(4) as u64).sum()
     }
 }
 

@@ -6,7 +6,7 @@
 
 use tokio::sync::OnceCell;
 
-use crate::domain::{ChatRequest, Content, ContentPart};
+use crate::domain::{ChatRequest, Content, ContentPart, Message};
 
 /// How a deployment's prompt tokens are counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,8 +57,8 @@ pub struct Prompt<'a> {
     cl100k: OnceCell<u64>,
 }
 
-fn texts(req: &ChatRequest) -> impl Iterator<Item = &str> {
-    req.messages.iter().flat_map(|m| {
+fn texts(messages: &[Message]) -> impl Iterator<Item = &str> {
+    messages.iter().flat_map(|m| {
         let (text, parts) = match &m.content {
             Content::Text(t) => (Some(t.as_str()), None),
             Content::Parts(p) => (None, Some(p)),
@@ -77,7 +77,7 @@ fn texts(req: &ChatRequest) -> impl Iterator<Item = &str> {
 impl<'a> Prompt<'a> {
     pub fn chat(req: &'a ChatRequest) -> Self {
         let (mut bytes, mut chars) = (0u64, 0u64);
-        for t in texts(req) {
+        for t in texts(&req.messages) {
             bytes += t.len() as u64;
             chars += t.chars().count() as u64;
         }
@@ -105,6 +105,12 @@ impl<'a> Prompt<'a> {
 
     fn overhead(&self) -> u64 {
         self.messages * PER_MESSAGE + PRIMER
+    }
+
+    /// [`Prompt::estimate`] of these messages, without building a `Prompt`.
+    pub fn estimate_messages(messages: &[Message]) -> u64 {
+        let chars: u64 = texts(messages).map(|t| t.chars().count() as u64).sum();
+        chars.div_ceil(4) + messages.len() as u64 * PER_MESSAGE + PRIMER
     }
 
     /// Prompt tokens before the provider reports real numbers (about four characters per token plus
@@ -135,7 +141,7 @@ impl<'a> Prompt<'a> {
 
 /// Exact token count of the prompt's text on a blocking thread (the first use loads the vocabulary).
 async fn count(req: &ChatRequest, counter: Counter) -> u64 {
-    let owned: Vec<String> = texts(req).map(str::to_string).collect();
+    let owned: Vec<String> = texts(&req.messages).map(str::to_string).collect();
     let counted = tokio::task::spawn_blocking(move || {
         let bpe = match counter {
             Counter::Cl100k => tiktoken_rs::cl100k_base_singleton(),

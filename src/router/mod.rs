@@ -37,8 +37,8 @@ pub use table::{Deployment, Group, RoutingTable};
 
 /// Prompt tokens of a chat request before the provider counts them (about four characters per
 /// token plus per-message overhead): what budgets and token limits reserve.
-pub fn estimate_prompt_tokens(req: &ChatRequest) -> u64 {
-    fit::Prompt::chat(req).estimate()
+pub fn estimate_prompt_tokens(messages: &[crate::domain::Message]) -> u64 {
+    fit::Prompt::estimate_messages(messages)
 }
 
 /// One upstream attempt, for the caller's `route` and for error messages.

@@ -266,11 +266,12 @@ async fn chat_inner(
     group.clone_from(&req.model);
     let (stream, include_usage, deadline) = (req.stream, req.include_usage(), deadline(req.timeout));
     let mut req = req.into_domain()?;
-    let prompt_tokens = crate::router::estimate_prompt_tokens(&req);
+    let messages = &req.messages;
+    let estimate = move || crate::router::estimate_prompt_tokens(messages);
     let ask = Ask {
         request_id: &scope.request_id,
         end_user: req.user.as_deref(),
-        prompt_tokens,
+        prompt_tokens: &estimate,
         max_tokens: req.params.max_tokens,
     };
     let ticket = s.gateway.admit(&principal, &mut req.model, ask).await?;
@@ -377,11 +378,12 @@ async fn embeddings_inner(
     group.clone_from(&req.model);
     let (base64, deadline) = (req.base64()?, deadline(req.timeout));
     let mut req = req.into_domain()?;
-    let prompt_tokens = req.estimated_prompt_tokens();
+    let input = &req.input;
+    let estimate = move || crate::domain::EmbedRequest::estimate_input_tokens(input);
     let ask = Ask {
         request_id: &scope.request_id,
         end_user: req.user.as_deref(),
-        prompt_tokens,
+        prompt_tokens: &estimate,
         max_tokens: Some(0),
     };
     let ticket = s.gateway.admit(&principal, &mut req.model, ask).await?;
