@@ -4,6 +4,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use switchboard::{
+    api::client::{self, AdminCommand},
     config::Config,
     telemetry::{self, LogFormat},
 };
@@ -64,22 +65,43 @@ enum Command {
         no_stream: bool,
         prompt: String,
     },
-    /// Manage keys, teams and spend on a running gateway (needs the master key).
-    Admin {
-        /// Gateway address.
-        #[arg(long, env = "SWITCHBOARD_URL", default_value = "http://127.0.0.1:4000")]
-        url: String,
-        /// The master key.
-        #[arg(long, env = "SWITCHBOARD_MASTER_KEY", hide_env_values = true)]
-        key: Option<String>,
+    /// Virtual keys on a running gateway (needs the master key).
+    Keys {
+        #[command(flatten)]
+        admin: AdminConn,
         #[command(subcommand)]
-        command: switchboard::api::client::AdminCommand,
+        command: client::KeysCommand,
+    },
+    /// Teams on a running gateway (needs the master key).
+    Teams {
+        #[command(flatten)]
+        admin: AdminConn,
+        #[command(subcommand)]
+        command: client::TeamsCommand,
+    },
+    /// Spend per day, by key, team, user, end user or model (needs the master key).
+    Spend {
+        #[command(flatten)]
+        admin: AdminConn,
+        #[command(flatten)]
+        args: client::SpendArgs,
     },
 }
 
 /// Allocation is on every request's path; mimalloc is markedly cheaper than glibc's malloc here.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Where the admin commands connect, and with which key.
+#[derive(clap::Args)]
+struct AdminConn {
+    /// Gateway address.
+    #[arg(long, env = "SWITCHBOARD_URL", default_value = "http://127.0.0.1:4000")]
+    url: String,
+    /// The master key.
+    #[arg(long, env = "SWITCHBOARD_MASTER_KEY", hide_env_values = true)]
+    key: Option<String>,
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -172,7 +194,15 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             no_stream,
             prompt,
         } => switchboard::api::client::chat(url, key, model, system, prompt, !no_stream).await,
-        Command::Admin { url, key, command } => switchboard::api::client::admin(url, key, command).await,
+        Command::Keys { admin, command } => {
+            client::admin(admin.url, admin.key, AdminCommand::Keys(command)).await
+        }
+        Command::Teams { admin, command } => {
+            client::admin(admin.url, admin.key, AdminCommand::Teams(command)).await
+        }
+        Command::Spend { admin, args } => {
+            client::admin(admin.url, admin.key, AdminCommand::Spend(args)).await
+        }
     }
 }
 

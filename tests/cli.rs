@@ -127,8 +127,9 @@ async fn admin_commands_create_list_and_revoke_keys() {
         async move {
             tokio::task::spawn_blocking(move || {
                 switchboard()
-                    .args(["admin", "--url", &url, "--key", "sk-cli-master"])
-                    .args(&args)
+                    .args(&args[..1])
+                    .args(["--url", &url, "--key", "sk-cli-master"])
+                    .args(&args[1..])
                     .output()
                     .unwrap()
             })
@@ -138,7 +139,7 @@ async fn admin_commands_create_list_and_revoke_keys() {
     };
     let args = |s: &str| s.split(' ').map(str::to_string).collect::<Vec<_>>();
     let out = run(args(
-        "create-key --alias ci --models smart --max-budget 2.5 --budget-duration 30d",
+        "keys create --alias ci --models smart --max-budget 2.5 --budget-duration 30d",
     ))
     .await;
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
@@ -159,12 +160,12 @@ async fn admin_commands_create_list_and_revoke_keys() {
         .to_string();
     assert!(key.starts_with("sk-"));
 
-    let listed = run(args("list-keys")).await;
+    let listed = run(args("keys list")).await;
     let listed = String::from_utf8_lossy(&listed.stdout).to_string();
     assert!(listed.contains(&key_id) && listed.contains("ci"), "{listed}");
     assert!(!listed.contains(&key[3..]), "the secret is never listed");
 
-    let blocked = run(vec!["block-key".into(), key_id.clone()]).await;
+    let blocked = run(vec!["keys".into(), "block".into(), key_id.clone()]).await;
     assert!(blocked.status.success());
     let mut chat = gw.chat().await;
     let mut req = tonic::Request::new(common::chat_request("smart", "x"));
@@ -175,7 +176,7 @@ async fn admin_commands_create_list_and_revoke_keys() {
         tonic::Code::Unauthenticated
     );
 
-    let bad = run(args("create-key --budget-duration 1y")).await;
+    let bad = run(args("keys create --budget-duration 1y")).await;
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("budget_duration"));
     let spend = run(args("spend --group-by model")).await;

@@ -363,3 +363,91 @@ async fn with_etcd_down_traffic_continues_writes_fail_clearly_and_watches_resume
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_in_flight_finish_on_the_config_they_started_with() {
+    use common::fake_openai::{Behavior, FakeOpenAi};
+    let etcd = EtcdServer::start().await;
+    let old =
+        FakeOpenAi::start(|_| Behavior::ReplyAfter(Duration::from_millis(800), "old upstream".into())).await;
+    let new = FakeOpenAi::replying("new upstream").await;
+    let yaml = |fake: &FakeOpenAi| {
+        format!(
+            "model_list:\n  - {{model_name: a, litellm_params: {{model: openai/gpt-4o, api_base: \"{}\", api_key: k}}}}\n\
+             general_settings: {{master_key: {MASTER}, etcd_endpoints: \"{}\", leader_lease_ttl: 2}}\n",
+            fake.base(),
+            etcd.endpoint()
+        )
+    };
+    let (a, b) = (
+        Gateway::start(&yaml(&old)).await,
+        Gateway::start(&yaml(&old)).await,
+    );
+    let (ua, ub) = (a.url(), b.url());
+    within(Duration::from_secs(10), async || {
+        cluster(&ua).await.config_version == 1 && cluster(&ub).await.config_version == 1
+    })
+    .await;
+    let answer = |url: String| async move {
+        let channel = Channel::from_shared(url).unwrap().connect().await.unwrap();
+        let mut chat = pb::chat_service_client::ChatServiceClient::new(channel);
+        let r = chat
+            .complete(auth(chat_request("a", "hi")))
+            .await
+            .unwrap()
+            .into_inner();
+        r.choices[0].message.as_ref().unwrap().content.clone()
+    };
+    let in_flight = [tokio::spawn(answer(ua.clone())), tokio::spawn(answer(ub.clone()))];
+    // Both requests are at the old upstream when the new config lands.
+    within(Duration::from_secs(5), async || old.count() == 2).await;
+    put(&ua, yaml(&new)).await.unwrap();
+    within(Duration::from_secs(1), async || {
+        cluster(&ua).await.config_version == 2 && cluster(&ub).await.config_version == 2
+    })
+    .await;
+    assert_eq!(
+        answer(ub.clone()).await,
+        "new upstream",
+        "new requests use the new config"
+    );
+    for r in in_flight {
+        assert_eq!(
+            r.await.unwrap(),
+            "old upstream",
+            "a request in flight finishes where it started"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_over_tls_with_client_certificates() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let etcd = EtcdServer::start_tls().await;
+    let (ca, cert, key) = etcd.tls.clone().unwrap();
+    let general = format!(
+        ", etcd_endpoints: \"{}\", etcd_ca_file: \"{ca}\", etcd_cert_file: \"{cert}\", etcd_key_file: \"{key}\"",
+        etcd.endpoint()
+    );
+    let gw = Gateway::start(&config(&["a"], &general)).await;
+    let url = gw.url();
+    within(Duration::from_secs(10), async || {
+        !cluster(&url).await.leader_id.is_empty()
+    })
+    .await;
+    assert_eq!(put(&url, config(&["a", "b"], &general)).await.unwrap(), 2);
+    assert!(serves(&url, "b").await);
+    // Without the client certificate the config is refused before anything starts.
+    let e = switchboard::config::Config::parse(
+        &config(
+            &["a"],
+            &format!(
+                ", etcd_endpoints: \"{}\", etcd_cert_file: \"{cert}\"",
+                etcd.endpoint()
+            ),
+        ),
+        &|_| None,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("etcd_key_file"), "{e}");
+}

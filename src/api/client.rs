@@ -1,5 +1,5 @@
 //! A small gRPC client for the CLI: `switchboard chat` (one chat request, printed as it arrives) and
-//! `switchboard admin ...` (keys, teams, spend).
+//! `switchboard keys|teams|spend ...` (over AdminService).
 
 use std::io::Write as _;
 
@@ -112,11 +112,11 @@ impl LimitArgs {
     }
 }
 
-/// `switchboard keys ...`, `teams ...` and `spend`: AdminService from the command line.
+/// `switchboard keys ...`: virtual keys, over AdminService.
 #[derive(Debug, Clone, clap::Subcommand)]
-pub enum AdminCommand {
+pub enum KeysCommand {
     /// Create a key; prints the secret (shown this once) and its id.
-    CreateKey {
+    Create {
         /// Model groups or access groups, comma-separated (default: all).
         #[arg(long, value_delimiter = ',')]
         models: Vec<String>,
@@ -133,29 +133,36 @@ pub enum AdminCommand {
         limits: LimitArgs,
     },
     /// List keys (id, preview, alias, team, spend).
-    ListKeys {
+    List {
         #[arg(long)]
         team_id: Option<String>,
     },
     /// Show one key.
-    GetKey {
+    Get {
         key_id: String,
     },
-    DeleteKey {
+    /// Delete a key; it stops working on every replica.
+    Delete {
         key_id: String,
     },
     /// Issue a new secret for a key; the old one stops working.
-    RegenerateKey {
+    Regenerate {
         key_id: String,
     },
-    BlockKey {
+    /// Refuse a key until it is unblocked.
+    Block {
         key_id: String,
     },
-    UnblockKey {
+    Unblock {
         key_id: String,
     },
+}
+
+/// `switchboard teams ...`: teams, over AdminService.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum TeamsCommand {
     /// Create a team.
-    CreateTeam {
+    Create {
         #[arg(long)]
         team_id: Option<String>,
         #[arg(long)]
@@ -168,20 +175,32 @@ pub enum AdminCommand {
         #[command(flatten)]
         limits: LimitArgs,
     },
-    ListTeams,
-    DeleteTeam {
+    List,
+    /// Delete a team (it must have no keys left).
+    Delete {
         team_id: String,
     },
-    /// Spend per day, grouped by key, team, user, end_user, model or all.
-    Spend {
-        #[arg(long, default_value = "key")]
-        group_by: String,
-        /// YYYY-MM-DD (default: today, UTC).
-        #[arg(long)]
-        start_date: Option<String>,
-        #[arg(long)]
-        end_date: Option<String>,
-    },
+}
+
+/// `switchboard spend`: spend per day.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SpendArgs {
+    /// key, team, user, end_user, model or all.
+    #[arg(long, default_value = "key")]
+    pub group_by: String,
+    /// YYYY-MM-DD (default: today, UTC).
+    #[arg(long)]
+    pub start_date: Option<String>,
+    #[arg(long)]
+    pub end_date: Option<String>,
+}
+
+/// One admin command from the CLI.
+#[derive(Debug, Clone)]
+pub enum AdminCommand {
+    Keys(KeysCommand),
+    Teams(TeamsCommand),
+    Spend(SpendArgs),
 }
 
 fn spend_text(s: Option<&proto::Spend>) -> String {
@@ -206,14 +225,14 @@ pub async fn admin(url: String, key: Option<String>, command: AdminCommand) -> a
         .map_err(|e| anyhow::anyhow!("cannot connect to {url}: {e}"))?;
     let fail = |s: tonic::Status| anyhow::anyhow!("{}: {}", s.code(), s.message());
     match command {
-        AdminCommand::CreateKey {
+        AdminCommand::Keys(KeysCommand::Create {
             models,
             alias,
             team_id,
             user_id,
             expires_in,
             limits,
-        } => {
+        }) => {
             let expires = expires_in.map(|s| {
                 let at = std::time::SystemTime::now() + std::time::Duration::from_secs(s);
                 prost_types::Timestamp::from(at)
@@ -236,7 +255,7 @@ pub async fn admin(url: String, key: Option<String>, command: AdminCommand) -> a
             println!("key_id: {}", r.info.map(|i| i.key_id).unwrap_or_default());
             eprintln!("store the key now: it is not shown again");
         }
-        AdminCommand::ListKeys { team_id } => {
+        AdminCommand::Keys(KeysCommand::List { team_id }) => {
             let r = client
                 .list_keys(authed(
                     &key,
@@ -265,7 +284,7 @@ pub async fn admin(url: String, key: Option<String>, command: AdminCommand) -> a
                 );
             }
         }
-        AdminCommand::GetKey { key_id } => {
+        AdminCommand::Keys(KeysCommand::Get { key_id }) => {
             let r = client
                 .get_key(authed(&key, proto::GetKeyRequest { key_id })?)
                 .await
@@ -273,14 +292,14 @@ pub async fn admin(url: String, key: Option<String>, command: AdminCommand) -> a
                 .into_inner();
             println!("{:#?}", r.info.unwrap_or_default());
         }
-        AdminCommand::DeleteKey { key_id } => {
+        AdminCommand::Keys(KeysCommand::Delete { key_id }) => {
             client
                 .delete_key(authed(&key, proto::DeleteKeyRequest { key_id })?)
                 .await
                 .map_err(fail)?;
             println!("deleted");
         }
-        AdminCommand::RegenerateKey { key_id } => {
+        AdminCommand::Keys(KeysCommand::Regenerate { key_id }) => {
             let r = client
                 .regenerate_key(authed(&key, proto::RegenerateKeyRequest { key_id })?)
                 .await
@@ -289,7 +308,7 @@ pub async fn admin(url: String, key: Option<String>, command: AdminCommand) -> a
             println!("key:    {}", r.key);
             eprintln!("the previous secret no longer works; store this one now");
         }
-        AdminCommand::BlockKey { key_id } => {
+        AdminCommand::Keys(KeysCommand::Block { key_id }) => {
             client
                 .block_key(authed(
                     &key,
@@ -302,7 +321,7 @@ pub async fn admin(url: String, key: Option<String>, command: AdminCommand) -> a
                 .map_err(fail)?;
             println!("blocked");
         }
-        AdminCommand::UnblockKey { key_id } => {
+        AdminCommand::Keys(KeysCommand::Unblock { key_id }) => {
             client
                 .block_key(authed(
                     &key,
@@ -315,13 +334,13 @@ pub async fn admin(url: String, key: Option<String>, command: AdminCommand) -> a
                 .map_err(fail)?;
             println!("unblocked");
         }
-        AdminCommand::CreateTeam {
+        AdminCommand::Teams(TeamsCommand::Create {
             team_id,
             alias,
             models,
             members,
             limits,
-        } => {
+        }) => {
             let spec = proto::TeamSpec {
                 team_id: team_id.unwrap_or_default(),
                 team_alias: alias.unwrap_or_default(),
@@ -340,7 +359,7 @@ pub async fn admin(url: String, key: Option<String>, command: AdminCommand) -> a
                 r.info.and_then(|i| i.spec).map(|s| s.team_id).unwrap_or_default()
             );
         }
-        AdminCommand::ListTeams => {
+        AdminCommand::Teams(TeamsCommand::List) => {
             let r = client
                 .list_teams(authed(&key, proto::ListTeamsRequest {})?)
                 .await
@@ -357,18 +376,18 @@ pub async fn admin(url: String, key: Option<String>, command: AdminCommand) -> a
                 );
             }
         }
-        AdminCommand::DeleteTeam { team_id } => {
+        AdminCommand::Teams(TeamsCommand::Delete { team_id }) => {
             client
                 .delete_team(authed(&key, proto::DeleteTeamRequest { team_id })?)
                 .await
                 .map_err(fail)?;
             println!("deleted");
         }
-        AdminCommand::Spend {
+        AdminCommand::Spend(SpendArgs {
             group_by,
             start_date,
             end_date,
-        } => {
+        }) => {
             let r = client
                 .get_spend(authed(
                     &key,

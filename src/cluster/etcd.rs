@@ -21,6 +21,16 @@ pub async fn connect(s: &EtcdSettings) -> Result<Client, etcd_client::Error> {
     if let (Some(user), Some(password)) = (&s.username, &s.password) {
         options = options.with_user(user.clone(), password.expose().to_string());
     }
+    if s.ca_pem.is_some() || s.client_pem.is_some() {
+        let mut tls = etcd_client::TlsOptions::new();
+        if let Some(ca) = &s.ca_pem {
+            tls = tls.ca_certificate(etcd_client::Certificate::from_pem(ca));
+        }
+        if let Some((cert, key)) = &s.client_pem {
+            tls = tls.identity(etcd_client::Identity::from_pem(cert, key.expose()));
+        }
+        options = options.with_tls(tls);
+    }
     Client::connect(&s.endpoints, Some(options)).await
 }
 

@@ -51,6 +51,10 @@ pub struct EtcdSettings {
     pub prefix: String,
     /// The leader's lease: a dead leader is replaced after about this long.
     pub leader_lease_ttl: Duration,
+    /// TLS: the CA (PEM) that signed etcd's certificate.
+    pub ca_pem: Option<String>,
+    /// TLS client certificate and key (PEM), for etcd's `--client-cert-auth`.
+    pub client_pem: Option<(String, Secret)>,
 }
 
 impl EtcdSettings {
@@ -80,6 +84,8 @@ impl EtcdSettings {
             password: None,
             prefix: "switchboard".into(),
             leader_lease_ttl: Duration::from_secs(5),
+            ca_pem: None,
+            client_pem: None,
         })
     }
 }
@@ -562,6 +568,52 @@ fn etcd_settings(
             ));
         }
         s.prefix = p.trim_end_matches('/').to_string();
+    }
+    let pem = |field: &str, path: Option<String>, env: &str| -> Result<Option<String>, ConfigError> {
+        let Some(path) = path.or_else(|| lookup(env)) else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            ConfigError::at(
+                format!("general_settings.{field}"),
+                format!("cannot read {path}: {e}"),
+            )
+        })?;
+        if !text.contains("-----BEGIN") {
+            return Err(ConfigError::at(
+                format!("general_settings.{field}"),
+                format!("{path} is not PEM"),
+            ));
+        }
+        Ok(Some(text))
+    };
+    s.ca_pem = pem("etcd_ca_file", g.etcd_ca_file.clone(), "SWITCHBOARD_ETCD_CA_FILE")?;
+    let cert = pem(
+        "etcd_cert_file",
+        g.etcd_cert_file.clone(),
+        "SWITCHBOARD_ETCD_CERT_FILE",
+    )?;
+    let key = pem(
+        "etcd_key_file",
+        g.etcd_key_file.clone(),
+        "SWITCHBOARD_ETCD_KEY_FILE",
+    )?;
+    s.client_pem = match (cert, key) {
+        (Some(c), Some(k)) => Some((c, Secret::new(k))),
+        (None, None) => None,
+        _ => {
+            return Err(ConfigError::at(
+                "general_settings.etcd_cert_file",
+                "etcd_cert_file and etcd_key_file go together",
+            ));
+        }
+    };
+    if (s.ca_pem.is_some() || s.client_pem.is_some()) && s.endpoints.iter().any(|e| e.starts_with("http://"))
+    {
+        return Err(ConfigError::at(
+            "general_settings.etcd_endpoints",
+            "TLS files are set: use https:// endpoints",
+        ));
     }
     if let Some(t) = g.leader_lease_ttl {
         s.leader_lease_ttl = seconds(t, "general_settings.leader_lease_ttl")?;

@@ -157,6 +157,11 @@ pub struct RawGeneralSettings {
     pub etcd_password: Option<String>,
     /// Key prefix in etcd (default `switchboard`), so several gateways can share one etcd.
     pub etcd_prefix: Option<String>,
+    /// PEM files for etcd over TLS (`https://` endpoints): the CA to trust, and a client
+    /// certificate and key for etcd's `--client-cert-auth`.
+    pub etcd_ca_file: Option<String>,
+    pub etcd_cert_file: Option<String>,
+    pub etcd_key_file: Option<String>,
     /// Seconds (default 5): how long a dead config leader keeps its leadership.
     pub leader_lease_ttl: Option<f64>,
     /// Switchboard, seconds (default 10): how often the leader checkpoints spend into etcd.

@@ -192,54 +192,20 @@ impl Leadership {
             });
         };
         let mut c = self.client().await.map_err(unavailable)?;
-        let doc_key = self.key("config/doc");
-        let current = c.get(doc_key.as_str(), None).await.map_err(unavailable)?;
-        let (version, doc_rev) = current.kvs().first().map_or((0, 0), |kv| {
-            (decode(kv.value()).map_or(0, |v| v.version), kv.mod_revision())
-        });
-        let v = Version {
-            version: version + 1,
-            yaml,
-            author,
-            at_ms: now_ms(),
-        };
-        let value = serde_json::to_vec(&v).unwrap_or_default();
-        let txn = Txn::new()
-            .when([
-                Compare::create_revision(leader_key.key().to_vec(), CompareOp::Equal, leader_key.rev()),
-                Compare::mod_revision(doc_key.as_str(), CompareOp::Equal, doc_rev),
-            ])
-            .and_then([
-                TxnOp::put(doc_key.as_str(), value.clone(), None),
-                TxnOp::put(
-                    self.key(&format!("config/history/{:020}", v.version)),
-                    value,
-                    None,
-                ),
-            ]);
-        let resp = tokio::time::timeout(etcd::REQUEST_TIMEOUT, c.txn(txn))
-            .await
-            .map_err(|_| ControlError::Unavailable("etcd did not answer within 2 s".into()))?
-            .map_err(unavailable)?;
-        if !resp.succeeded() {
-            // Either another write raced us, or our leadership is gone: find out which.
-            let still = c
-                .get(leader_key.key().to_vec(), None)
-                .await
-                .map_err(unavailable)?
-                .kvs()
-                .first()
-                .is_some_and(|kv| kv.create_revision() == leader_key.rev());
-            if !still {
-                self.step_down("a fenced write found the leadership gone");
-                return Err(ControlError::Unavailable(
-                    "this replica lost the leadership; nothing was written".into(),
-                ));
+        // A concurrent write (the seed racing an admin call) makes the compare fail: re-read and retry.
+        let mut attempts = 0;
+        let v = loop {
+            attempts += 1;
+            match self.try_write(&mut c, &leader_key, &yaml, &author).await? {
+                Some(v) => break v,
+                None if attempts < 5 => continue,
+                None => {
+                    return Err(ControlError::Unavailable(
+                        "the config kept changing concurrently; retry".into(),
+                    ));
+                }
             }
-            return Err(ControlError::Unavailable(
-                "the config changed concurrently; retry".into(),
-            ));
-        }
+        };
         metrics::counter!("switchboard_config_writes_total").increment(1);
         // Pruning: the history keeps the last HISTORY versions.
         if v.version > HISTORY {
@@ -295,6 +261,63 @@ impl Leadership {
         Ok(resp.kvs().first().map(|kv| kv.value().to_vec()))
     }
 
+    /// One fenced attempt: `Ok(None)` when the document changed under us (retry).
+    async fn try_write(
+        &self,
+        c: &mut Client,
+        leader_key: &LeaderKey,
+        yaml: &str,
+        author: &str,
+    ) -> Result<Option<Version>, ControlError> {
+        let doc_key = self.key("config/doc");
+        let current = c.get(doc_key.as_str(), None).await.map_err(unavailable)?;
+        let (version, doc_rev) = current.kvs().first().map_or((0, 0), |kv| {
+            (decode(kv.value()).map_or(0, |v| v.version), kv.mod_revision())
+        });
+        let v = Version {
+            version: version + 1,
+            yaml: yaml.to_string(),
+            author: author.to_string(),
+            at_ms: now_ms(),
+        };
+        let value = serde_json::to_vec(&v).unwrap_or_default();
+        let txn = Txn::new()
+            .when([
+                Compare::create_revision(leader_key.key().to_vec(), CompareOp::Equal, leader_key.rev()),
+                Compare::mod_revision(doc_key.as_str(), CompareOp::Equal, doc_rev),
+            ])
+            .and_then([
+                TxnOp::put(doc_key.as_str(), value.clone(), None),
+                TxnOp::put(
+                    self.key(&format!("config/history/{:020}", v.version)),
+                    value,
+                    None,
+                ),
+            ]);
+        let resp = tokio::time::timeout(etcd::REQUEST_TIMEOUT, c.txn(txn))
+            .await
+            .map_err(|_| ControlError::Unavailable("etcd did not answer within 2 s".into()))?
+            .map_err(unavailable)?;
+        if !resp.succeeded() {
+            // Either another write raced us, or our leadership is gone: find out which.
+            let still = c
+                .get(leader_key.key().to_vec(), None)
+                .await
+                .map_err(unavailable)?
+                .kvs()
+                .first()
+                .is_some_and(|kv| kv.create_revision() == leader_key.rev());
+            if !still {
+                self.step_down("a fenced write found the leadership gone");
+                return Err(ControlError::Unavailable(
+                    "this replica lost the leadership; nothing was written".into(),
+                ));
+            }
+            return Ok(None);
+        }
+        Ok(Some(v))
+    }
+
     pub(super) async fn history(&self) -> Result<Vec<Version>, ControlError> {
         let mut c = self.client().await.map_err(unavailable)?;
         let resp = c
@@ -331,20 +354,33 @@ impl Leadership {
     async fn seed(&self) {
         let Some(plane) = self.plane.upgrade() else { return };
         let Ok(mut c) = self.client().await else { return };
-        let Ok(doc) = c.get(self.key("config/doc"), None).await else {
+        let Some(leader_key) = self.leading.lock().unwrap_or_else(|p| p.into_inner()).clone() else {
             return;
         };
-        if doc.kvs().is_empty() {
-            let yaml = plane.current().yaml.clone();
-            match self
-                .write(yaml, format!("seed from the file by {}", self.me.id))
-                .await
-            {
-                Ok(v) => tracing::info!(version = v, "etcd had no config: seeded it from the config file"),
-                Err(e) => tracing::warn!(error = %e, "could not seed the config into etcd"),
+        let v = Version {
+            version: 1,
+            yaml: plane.current().yaml.clone(),
+            author: format!("seed from the file by {}", self.me.id),
+            at_ms: now_ms(),
+        };
+        let value = serde_json::to_vec(&v).unwrap_or_default();
+        let doc_key = self.key("config/doc");
+        // Only into an empty store, and only as the leader: never over a config someone put.
+        let txn = Txn::new()
+            .when([
+                Compare::create_revision(leader_key.key().to_vec(), CompareOp::Equal, leader_key.rev()),
+                Compare::create_revision(doc_key.as_str(), CompareOp::Equal, 0),
+            ])
+            .and_then([
+                TxnOp::put(doc_key.as_str(), value.clone(), None),
+                TxnOp::put(self.key(&format!("config/history/{:020}", 1)), value, None),
+            ]);
+        match c.txn(txn).await {
+            Ok(r) if r.succeeded() => {
+                tracing::info!("etcd had no config: seeded it from the config file (version 1)");
             }
-        } else {
-            tracing::info!("config comes from etcd; the config file is only a seed");
+            Ok(_) => tracing::info!("config comes from etcd; the config file is only a seed"),
+            Err(e) => tracing::warn!(error = %e, "could not seed the config into etcd"),
         }
     }
 }

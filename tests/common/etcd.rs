@@ -10,6 +10,84 @@ pub struct EtcdServer {
     client_port: u16,
     peer_port: u16,
     dir: tempfile::TempDir,
+    /// Serving TLS with client-certificate auth: (ca, client cert, client key) file paths.
+    pub tls: Option<(String, String, String)>,
+}
+
+fn openssl(args: &[&str], dir: &std::path::Path) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl is not installed: apt-get install openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, all signed by the CA.
+fn make_certs(dir: &std::path::Path) {
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=test-ca",
+            "-keyout",
+            "ca-key.pem",
+            "-out",
+            "ca.pem",
+        ],
+        dir,
+    );
+    for (name, ext) in [
+        ("server", "subjectAltName=IP:127.0.0.1"),
+        ("client", "extendedKeyUsage=clientAuth"),
+    ] {
+        openssl(
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                &format!("/CN={name}"),
+                "-keyout",
+                &format!("{name}-key.pem"),
+                "-out",
+                &format!("{name}.csr"),
+            ],
+            dir,
+        );
+        std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+        openssl(
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca-key.pem",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                &format!("{name}.ext"),
+                "-out",
+                &format!("{name}.pem"),
+            ],
+            dir,
+        );
+    }
 }
 
 fn free_port() -> u16 {
@@ -27,20 +105,52 @@ impl EtcdServer {
             client_port: free_port(),
             peer_port: free_port(),
             dir: tempfile::tempdir().unwrap(),
+            tls: None,
         };
         s.spawn().await;
         s
     }
 
-    /// `host:port`, as `--etcd` and `etcd_endpoints` take it.
+    /// An etcd that only speaks TLS and requires client certificates.
+    pub async fn start_tls() -> EtcdServer {
+        let dir = tempfile::tempdir().unwrap();
+        make_certs(dir.path());
+        let file = |n: &str| dir.path().join(n).display().to_string();
+        let mut s = EtcdServer {
+            child: None,
+            client_port: free_port(),
+            peer_port: free_port(),
+            tls: Some((file("ca.pem"), file("client.pem"), file("client-key.pem"))),
+            dir,
+        };
+        s.spawn().await;
+        s
+    }
+
+    /// `host:port` (`https://host:port` with TLS), as `--etcd` and `etcd_endpoints` take it.
     pub fn endpoint(&self) -> String {
-        format!("127.0.0.1:{}", self.client_port)
+        match self.tls {
+            Some(_) => format!("https://127.0.0.1:{}", self.client_port),
+            None => format!("127.0.0.1:{}", self.client_port),
+        }
     }
 
     async fn spawn(&mut self) {
-        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://127.0.0.1:{}", self.client_port);
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let child = Command::new("etcd")
+        let mut cmd = Command::new("etcd");
+        if self.tls.is_some() {
+            let f = |n: &str| self.dir.path().join(n).display().to_string();
+            cmd.args([
+                "--cert-file",
+                &f("server.pem"),
+                "--key-file",
+                &f("server-key.pem"),
+            ])
+            .args(["--trusted-ca-file", &f("ca.pem"), "--client-cert-auth"]);
+        }
+        let child = cmd
             .args(["--name", "t", "--data-dir"])
             .arg(self.dir.path().join("data"))
             .args([
@@ -67,8 +177,18 @@ impl EtcdServer {
         // Ready means a read succeeds (a leader is elected), not that the port accepts.
         let started = Instant::now();
         loop {
+            let options = self.tls.as_ref().map(|(ca, cert, key)| {
+                let pem = |p: &str| std::fs::read_to_string(p).unwrap();
+                etcd_client::ConnectOptions::new().with_tls(
+                    etcd_client::TlsOptions::new()
+                        .ca_certificate(etcd_client::Certificate::from_pem(pem(ca)))
+                        .identity(etcd_client::Identity::from_pem(pem(cert), pem(key))),
+                )
+            });
             let ready = tokio::time::timeout(Duration::from_millis(500), async {
-                let mut c = etcd_client::Client::connect([client.as_str()], None).await.ok()?;
+                let mut c = etcd_client::Client::connect([client.as_str()], options)
+                    .await
+                    .ok()?;
                 c.get("ready-probe", None).await.ok()
             })
             .await;
