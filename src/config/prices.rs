@@ -91,6 +91,15 @@ impl PriceTable {
         if let Some(p) = self.models.get(model) {
             return Some(*p);
         }
+        // Routers such as OpenRouter name models `<vendor>/<model>`: price them as the vendor's.
+        if let Some((vendor, rest)) = model.split_once('/')
+            && let Some(p) = self
+                .models
+                .get(rest)
+                .or_else(|| self.models.get(&format!("{vendor}/{rest}")))
+        {
+            return Some(*p);
+        }
         let regional = model
             .split_once('.')
             .filter(|(region, _)| matches!(*region, "us" | "eu" | "apac" | "global"))
@@ -115,6 +124,17 @@ mod tests {
             ("bedrock", "us.anthropic.claude-3-5-sonnet-20241022-v2:0"),
             ("cohere", "command-r-plus-08-2024"),
             ("openai", "text-embedding-3-small"),
+            ("groq", "llama-3.3-70b-versatile"),
+            ("mistral", "mistral-large-latest"),
+            ("deepseek", "deepseek-chat"),
+            ("xai", "grok-3"),
+            ("together_ai", "meta-llama/Llama-3.3-70B-Instruct-Turbo"),
+            (
+                "fireworks_ai",
+                "accounts/fireworks/models/llama-v3p1-70b-instruct",
+            ),
+            ("perplexity", "sonar"),
+            ("openrouter", "anthropic/claude-sonnet-4-20250514"),
         ] {
             let p = t
                 .lookup(provider, model)
