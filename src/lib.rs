@@ -4,17 +4,23 @@
 //!
 //! # Layout
 //!
-//! Dependency direction, low to high: `domain` <- `config` <- `providers` <- `router`, `auth`
-//! <- `api` <- `app`. A test (`tests/layering.rs`) keeps these directions honest.
+//! Dependency direction, low to high: `domain` <- `config` <- `providers`, `cluster` <- `router`,
+//! `auth`, `limits` <- `control` <- `api` <- `app`. A test (`tests/layering.rs`) keeps these
+//! directions honest.
 //!
 //! - [`domain`]: canonical request/response types, ids, money, secrets. No I/O.
 //! - [`config`]: LiteLLM-compatible YAML -> validated [`config::Config`].
 //! - [`providers`]: the [`providers::Provider`] trait and one module per wire format; pure translate
 //!   and parse functions, with HTTP I/O in `providers/client.rs` only.
-//! - [`cluster`]: Redis connection, key names and Lua scripts (fleet plumbing, no business rules).
+//! - [`cluster`]: Redis and etcd connections, key names, the router's Lua scripts (fleet plumbing).
 //! - [`router`]: model groups, deployment choice, failover, deadlines. Reads shared deployment state
 //!   only through [`router::DeploymentState`].
-//! - [`auth`]: bearer keys, the master key, principals.
+//! - [`auth`]: the master key and virtual keys, teams and users (hashed keys in an in-memory
+//!   directory kept in step with etcd by a watch), principals, admin operations on them.
+//! - [`limits`]: budgets, rate limits and spend: one atomic admission across every scope of a
+//!   request (memory or Redis Lua), settlement after the answer, spend reports and checkpoints.
+//! - [`control`]: which config is served: file reload on a single node; leader election, the
+//!   fenced config document and its watch on etcd in a fleet.
 //! - [`api`]: gRPC services, proto <-> domain conversion, THE error -> `tonic::Status` mapping.
 //! - [`app`]: the composition root: the only place that builds components and wires them.
 //! - [`proto`]: generated code, seen only by `api` and `app`.
