@@ -6,11 +6,21 @@ use std::{
     time::{Duration, Instant},
 };
 
+fn spawn(args: &[String]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// A `switchboard serve` process on a free port; killed when dropped.
 pub struct Process {
     child: Child,
     pub url: String,
     dir: tempfile::TempDir,
+    args: Vec<String>,
 }
 
 impl Process {
@@ -25,22 +35,30 @@ impl Process {
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut args = vec![
+            "serve".to_string(),
+            "--config".into(),
+            config.display().to_string(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
         let process = Process {
-            child,
+            child: spawn(&args),
             url: format!("http://127.0.0.1:{port}"),
             dir,
+            args,
         };
         super::wait_ready(&process.url).await;
         process
+    }
+
+    /// Starts it again, same arguments and address, after it was killed.
+    pub async fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn(&self.args);
+        super::wait_ready(&self.url).await;
     }
 
     /// The config file it was started with (tests rewrite it to exercise reloads).
