@@ -186,3 +186,61 @@ async fn admin_commands_create_list_and_revoke_keys() {
         String::from_utf8_lossy(&spend.stderr)
     );
 }
+
+/// The `fake-upstream` binary (benchmarks, the compose stack) speaks OpenAI's format well enough for
+/// the gateway: JSON, SSE with the requested number of chunks, and injected errors.
+#[tokio::test]
+async fn fake_upstream_binary_serves_the_gateway() {
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _up = Kill(
+        Command::new(env!("CARGO_BIN_EXE_fake-upstream"))
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--chunks",
+                "5",
+                "--text",
+                "one two three",
+            ])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if common::http().get(format!("{base}/health")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let gw = common::Gateway::start(&format!(
+        "model_list:\n  - {{model_name: g, litellm_params: {{model: openai/gpt-4o, api_base: \"{base}/v1\", api_key: k}}}}\n"
+    ))
+    .await;
+    let mut chat = gw.chat().await;
+    let r = chat
+        .complete(common::chat_request("g", "hi"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.choices[0].message.as_ref().unwrap().content, "one two three");
+    let stream = chat
+        .stream_complete(common::chat_request("g", "hi"))
+        .await
+        .unwrap()
+        .into_inner();
+    let (text, route) = common::read_stream(stream).await;
+    assert_eq!(text, "one two three one two");
+    assert!(route.is_some(), "the usage chunk carried the route");
+}

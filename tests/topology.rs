@@ -13,9 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{
-    chat_request, etcd::EtcdServer, fake_openai::FakeOpenAi, process::Process, redis::RedisServer,
-};
+use common::{chat_request, etcd::EtcdServer, fake_openai::FakeOpenAi, process::Process, redis::RedisServer};
 use switchboard::proto::{admin_service_client::AdminServiceClient, chat_service_client::ChatServiceClient};
 use tonic::{Code, Request, transport::Channel};
 
@@ -104,7 +102,11 @@ async fn killing_and_restarting_the_leader_fails_no_call() {
 
     // Find the leader, SIGKILL it, then start it again on the same address.
     let admin = async |url: &str| {
-        let channel = Channel::from_shared(url.to_string()).unwrap().connect().await.ok()?;
+        let channel = Channel::from_shared(url.to_string())
+            .unwrap()
+            .connect()
+            .await
+            .ok()?;
         AdminServiceClient::new(channel)
             .get_cluster(authed(switchboard::proto::GetClusterRequest {}))
             .await
@@ -151,5 +153,7 @@ async fn killing_and_restarting_the_leader_fails_no_call() {
     assert_eq!(failed, 0);
     assert!(ok > 100, "the client kept calling throughout: {ok}");
     // The restarted replica serves again.
-    call(&urls[idx..=idx], 0).await.expect("the restarted replica answers");
+    call(&urls[idx..=idx], 0)
+        .await
+        .expect("the restarted replica answers");
 }
