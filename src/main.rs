@@ -65,6 +65,11 @@ enum Command {
         no_stream: bool,
         prompt: String,
     },
+    /// Exit 0 if the gateway at `--url` reports ready (container HEALTHCHECK; no curl needed).
+    Health {
+        #[arg(long, env = "SWITCHBOARD_URL", default_value = "http://127.0.0.1:4000")]
+        url: String,
+    },
     /// Virtual keys on a running gateway (needs the master key).
     Keys {
         #[command(flatten)]
@@ -194,6 +199,18 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             no_stream,
             prompt,
         } => switchboard::api::client::chat(url, key, model, system, prompt, !no_stream).await,
+        Command::Health { url } => {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let resp = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(3))
+                .build()?
+                .get(format!("{}/health/readiness", url.trim_end_matches('/')))
+                .send()
+                .await?;
+            anyhow::ensure!(resp.status().is_success(), "not ready: {}", resp.status());
+            println!("ready");
+            Ok(())
+        }
         Command::Keys { admin, command } => {
             client::admin(admin.url, admin.key, AdminCommand::Keys(command)).await
         }
