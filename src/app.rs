@@ -269,6 +269,7 @@ pub async fn run_as(
             config.quotas.spend_checkpoint_interval,
         ));
     }
+    let control_for_shutdown = control.clone();
     let gateway = Arc::new(Gateway {
         router,
         auth,
@@ -346,6 +347,10 @@ pub async fn run_as(
         let _ = stop_tx.send(true);
         tracing::info!("shutting down: draining in-flight requests");
         readiness.set(false);
+        // A leader hands over at once instead of letting its lease run out.
+        if let Some(l) = &control_for_shutdown.leadership {
+            l.resign().await;
+        }
         health.set_not_serving::<ChatServiceServer<ChatApi>>().await;
         health
             .set_not_serving::<EmbeddingsServiceServer<EmbeddingsApi>>()

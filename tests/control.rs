@@ -451,3 +451,37 @@ async fn etcd_over_tls_with_client_certificates() {
     .unwrap_err();
     assert!(e.to_string().contains("etcd_key_file"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_shutting_down_hands_over_without_waiting_for_its_lease() {
+    let etcd = EtcdServer::start().await;
+    // A long lease: a successor within it proves the leader resigned.
+    let yaml = config(
+        &["a"],
+        &format!(", etcd_endpoints: \"{}\", leader_lease_ttl: 10", etcd.endpoint()),
+    );
+    let (p1, p2) = (Process::serve(&yaml, &[]).await, Process::serve(&yaml, &[]).await);
+    within(Duration::from_secs(10), async || {
+        !cluster(&p2.url).await.leader_id.is_empty()
+    })
+    .await;
+    let view = cluster(&p1.url).await;
+    let leader = view.replicas.iter().find(|r| r.leader).unwrap().clone();
+    let (going, staying) = if p1.url.ends_with(&leader.address) {
+        (p1, p2)
+    } else {
+        (p2, p1)
+    };
+    going.sigterm();
+    let took = within(Duration::from_secs(8), async || {
+        let c = cluster(&staying.url).await;
+        !c.leader_id.is_empty() && c.leader_id != leader.replica_id
+    })
+    .await;
+    println!(
+        "SIGTERMed leader replaced after {} ms (lease ttl 10 s)",
+        took.as_millis()
+    );
+    let (_, clean) = going.exit(Duration::from_secs(10)).await;
+    assert!(clean, "a clean exit");
+}

@@ -56,6 +56,8 @@ pub struct Leadership {
     leader: ArcSwapOption<LeaderInfo>,
     loaded: AtomicBool,
     loaded_notify: Notify,
+    /// Set at shutdown: no more campaigns.
+    resigned: AtomicBool,
     lease_ttl: i64,
     base: String,
 }
@@ -83,6 +85,7 @@ impl Leadership {
             leader: ArcSwapOption::empty(),
             loaded: AtomicBool::new(false),
             loaded_notify: Notify::new(),
+            resigned: AtomicBool::new(false),
         });
         let weak = Arc::downgrade(&l);
         tokio::spawn(campaign_forever(weak.clone()));
@@ -112,6 +115,21 @@ impl Leadership {
     /// The leader as last observed (refreshed twice a second).
     pub fn leader(&self) -> Option<LeaderInfo> {
         self.leader.load_full().map(|l| LeaderInfo::clone(&l))
+    }
+
+    /// Shutdown: stop campaigning and give the leadership up at once (revoking the lease deletes the
+    /// election key and this replica's status), so a successor is elected without waiting a TTL.
+    pub async fn resign(&self) {
+        self.resigned.store(true, Ordering::Release);
+        let lease = self.lease.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let was_leader = self.is_leader();
+        self.step_down("shutting down");
+        if let (Some(lease), Ok(mut c)) = (lease, self.client().await) {
+            let revoked = tokio::time::timeout(Duration::from_secs(2), c.lease_revoke(lease)).await;
+            if was_leader && matches!(revoked, Ok(Ok(_))) {
+                tracing::info!("resigned the config leadership");
+            }
+        }
     }
 
     /// Who leads according to etcd right now (`None`: nobody, or etcd unreachable).
@@ -393,6 +411,9 @@ fn unavailable(e: etcd_client::Error) -> ControlError {
 async fn campaign_forever(weak: Weak<Leadership>) {
     loop {
         let Some(me) = weak.upgrade() else { return };
+        if me.resigned.load(Ordering::Acquire) {
+            return;
+        }
         if let Err(e) = campaign_once(&me).await {
             tracing::debug!(error = %e, "election round ended");
         }
