@@ -9,7 +9,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("config", &["domain", "config"]),
     ("providers", &["domain", "config", "providers", "telemetry"]),
     ("cluster", &["domain", "config", "cluster"]),
-    ("router", &["domain", "config", "providers", "router", "cluster"]),
+    (
+        "router",
+        &["domain", "config", "providers", "router", "cluster", "telemetry"],
+    ),
     ("auth", &["domain", "config", "cluster", "auth"]),
     ("limits", &["domain", "config", "cluster", "limits"]),
     ("control", &["domain", "config", "cluster", "limits", "control"]),

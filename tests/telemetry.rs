@@ -198,15 +198,23 @@ async fn spans_follow_the_rpc_and_genai_conventions_and_leak_nothing() {
         );
     }
 
-    // Prometheus: the families, the retry as two attempts, and no secrets.
-    let metrics = common::http()
-        .get(format!("{}/metrics", gw.url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // Prometheus: the families, the retry as two attempts, and no secrets. Spend and tokens are
+    // counted at settlement, just after the answer: wait for them.
+    let mut metrics = String::new();
+    for _ in 0..200 {
+        metrics = common::http()
+            .get(format!("{}/metrics", gw.url()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains("switchboard_tokens_total") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     for family in [
         "switchboard_requests_total",
         "switchboard_request_duration_seconds_bucket",
@@ -216,6 +224,8 @@ async fn spans_follow_the_rpc_and_genai_conventions_and_leak_nothing() {
         "gen_ai_client_token_usage_bucket",
         "switchboard_deployment_in_flight",
         "switchboard_deployment_cooling_down",
+        "switchboard_spend_nano_usd_total",
+        "switchboard_tokens_total",
     ] {
         assert!(
             metrics.contains(family),
@@ -225,4 +235,45 @@ async fn spans_follow_the_rpc_and_genai_conventions_and_leak_nothing() {
     assert!(metrics.contains(r#"switchboard_upstream_attempts_total{deployment="g/openai/gpt-test",provider="openai",outcome="server_error"} 1"#), "{metrics}");
     assert!(metrics.contains(r#"outcome="ok"} 1"#), "{metrics}");
     assert!(!metrics.contains("sk-provider") && !metrics.contains("PROMPT-SENTINEL"));
+
+    // Opted in: prompt and completion text on the attempt span, with keys, e-mails and the
+    // listed terms redacted.
+    let capture = FakeOpenAi::replying("reply for ana@example.com").await;
+    let yaml = format!(
+        "model_list:\n  - {{model_name: c, litellm_params: {{model: openai/gpt-capture, api_base: \"{}\", api_key: k}}}}\n\
+         general_settings: {{trace_content: true, trace_content_redact: [Project Falcon]}}\n",
+        capture.base()
+    );
+    let gw2 = Gateway::start(&yaml).await;
+    gw2.chat()
+        .await
+        .complete(common::chat_request(
+            "c",
+            "CAPTURE-ME key sk-live-abcdefghijk on Project Falcon",
+        ))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let captured = loop {
+        tel.flush();
+        let spans = collector.0.lock().unwrap().clone();
+        if let Some(s) = spans.iter().find(|s| s.name == "chat gpt-capture") {
+            break attrs(s);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the capture span never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let input = &captured["gen_ai.input.messages"];
+    assert!(
+        input.contains("CAPTURE-ME key [REDACTED] on [REDACTED]"),
+        "{input}"
+    );
+    assert!(!input.contains("sk-live") && !input.contains("Falcon"), "{input}");
+    assert_eq!(
+        captured["gen_ai.output.messages"],
+        r#"[{"content":"reply for [REDACTED]","role":"assistant"}]"#
+    );
 }

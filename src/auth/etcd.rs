@@ -69,6 +69,7 @@ impl EtcdBackend {
                 let result = b.follow().await;
                 drop(b);
                 if let Err(e) = result {
+                    metrics::gauge!("switchboard_etcd_up").set(0.0);
                     if !logged {
                         tracing::warn!(error = %e, "key store: etcd watch lost; serving the last keys seen and retrying");
                         logged = true;
@@ -116,6 +117,7 @@ impl EtcdBackend {
             }
         }
         tracing::debug!(keys = snap.keys.len(), revision, "key store loaded from etcd");
+        metrics::gauge!("switchboard_etcd_up").set(1.0);
         self.directory.replace(snap);
         self.directory.set_revision(revision);
         let mut watch = client

@@ -524,7 +524,10 @@ fn validate(
         });
     }
     let group_names: std::collections::HashSet<&str> = deployments.iter().map(|d| d.group.as_str()).collect();
-    let router = router::validate(raw.router_settings, &raw.litellm_settings, &group_names, lookup)?;
+    let mut router = router::validate(raw.router_settings, &raw.litellm_settings, &group_names, lookup)?;
+    if raw.general_settings.trace_content.unwrap_or(false) {
+        router.trace_content = Some(raw.general_settings.trace_content_redact.clone());
+    }
     Ok(Config {
         yaml: Secret::new(""),
         deployments,

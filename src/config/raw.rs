@@ -166,6 +166,10 @@ pub struct RawGeneralSettings {
     pub leader_lease_ttl: Option<f64>,
     /// Switchboard, seconds (default 10): how often the leader checkpoints spend into etcd.
     pub spend_checkpoint_interval: Option<f64>,
+    /// Switchboard: prompt and completion text on spans (redacted), off by default.
+    pub trace_content: Option<bool>,
+    /// Switchboard: terms masked in captured content (besides keys, bearer tokens and e-mails).
+    pub trace_content_redact: Vec<String>,
     /// Switchboard: soft-budget alerts are POSTed here as JSON.
     pub alert_webhook_url: Option<String>,
     /// Switchboard, seconds: how long a budget reservation outlives a replica that crashed

@@ -133,6 +133,9 @@ impl Fallbacks {
 
 #[derive(Debug, Clone)]
 pub struct RouterSettings {
+    /// Prompt and completion text on spans (`general_settings.trace_content`), with the terms to
+    /// redact (`trace_content_redact`); `None`: off.
+    pub trace_content: Option<Vec<String>>,
     pub strategy: RoutingStrategy,
     /// latency-based-routing: pick among deployments within (1 + buffer) x the fastest.
     pub lowest_latency_buffer: f64,
@@ -291,6 +294,7 @@ pub(super) fn validate(
     let (cw, cw_at) = choose(&r.context_window_fallbacks, &l.context_window_fallbacks);
     let (cp, cp_at) = choose(&r.content_policy_fallbacks, &l.content_policy_fallbacks);
     Ok(RouterSettings {
+        trace_content: None,
         strategy,
         lowest_latency_buffer: buffer,
         groups: group_settings,

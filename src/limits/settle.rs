@@ -96,8 +96,15 @@ impl Settler {
                             self.alert(scope, record);
                         }
                     }
-                    metrics::counter!("switchboard_spend_nano_usd_total")
+                    // By model group and team (keys stay out of labels: too many; GetSpend has them).
+                    let team = record.team_id.clone().unwrap_or_default();
+                    let group = record.model_group.clone();
+                    metrics::counter!("switchboard_spend_nano_usd_total", "model_group" => group.clone(), "team" => team.clone())
                         .increment(record.cost.nano_usd().max(0) as u64);
+                    metrics::counter!("switchboard_tokens_total", "model_group" => group.clone(), "team" => team.clone(), "type" => "input")
+                        .increment(record.prompt_tokens);
+                    metrics::counter!("switchboard_tokens_total", "model_group" => group, "team" => team, "type" => "output")
+                        .increment(record.completion_tokens);
                     return;
                 }
                 Err(e) => {

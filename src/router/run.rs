@@ -597,12 +597,26 @@ async fn attempt(
         gen_ai.usage.input_tokens = Empty,
         gen_ai.usage.output_tokens = Empty,
         gen_ai.usage.cache_read.input_tokens = Empty,
+        gen_ai.input.messages = Empty,
+        gen_ai.output.messages = Empty,
         server.address = dep.server_address.as_deref().unwrap_or_default(),
         error.type = Empty,
         switchboard.deployment.id = dep.id.as_str(),
         switchboard.attempt = number as u64,
         switchboard.hedged = hedged,
     );
+    let capture = dep.capture.as_deref();
+    if let (Some(c), Call::Chat(r) | Call::Stream(r)) = (capture, call) {
+        let messages: Vec<serde_json::Value> = r
+            .messages
+            .iter()
+            .map(|m| serde_json::json!({"role": m.role.as_str(), "content": c.redact(&m.content.joined_text())}))
+            .collect();
+        span.record(
+            "gen_ai.input.messages",
+            serde_json::Value::Array(messages).to_string(),
+        );
+    }
     if let Some(p) = params {
         if let Some(v) = p.max_tokens {
             span.record("gen_ai.request.max_tokens", u64::from(v));
@@ -640,6 +654,17 @@ async fn attempt(
         )),
     };
     observe_attempt(&span, dep, operation, &result, started.elapsed());
+    if let (Some(c), Ok(Answer::Chat(r))) = (capture, &result) {
+        let choices: Vec<serde_json::Value> = r
+            .choices
+            .iter()
+            .map(|ch| serde_json::json!({"role": "assistant", "content": c.redact(&ch.message.content.joined_text())}))
+            .collect();
+        span.record(
+            "gen_ai.output.messages",
+            serde_json::Value::Array(choices).to_string(),
+        );
+    }
     result
 }
 

@@ -46,6 +46,8 @@ pub struct Deployment {
     pub server_address: Option<String>,
     /// Success-path metric handles, registered once (label keys are not rebuilt per request).
     pub metrics: AttemptMetrics,
+    /// Prompt and completion text on attempt spans (opt-in, redacted).
+    pub capture: Option<Arc<crate::telemetry::content::ContentCapture>>,
 }
 
 /// Metric handles of one deployment's successful attempts.
@@ -205,6 +207,10 @@ fn deployment(d: &DeploymentConfig, pick_weight: f64, s: &RouterSettings, http: 
         counter: super::fit::Counter::for_model(&d.model),
         server_address: provider.server_address().map(str::to_string),
         metrics: AttemptMetrics::new(&d.id, provider.name(), provider.upstream_model()),
+        capture: s
+            .trace_content
+            .as_ref()
+            .map(|terms| Arc::new(crate::telemetry::content::ContentCapture::new(terms.clone()))),
     }
 }
 

@@ -2,6 +2,7 @@
 //! when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) is set, batched so requests never
 //! wait on the collector, W3C trace context in and out. Metrics: a Prometheus scrape endpoint.
 
+pub mod content;
 pub mod propagation;
 
 use std::{sync::OnceLock, time::Duration};
