@@ -7,6 +7,8 @@ pub mod propagation;
 
 use std::{sync::OnceLock, time::Duration};
 
+use opentelemetry_otlp::WithHttpConfig as _;
+
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig as _;
@@ -22,8 +24,11 @@ pub enum LogFormat {
 /// Where traces go; from the standard `OTEL_*` environment variables unless set explicitly.
 #[derive(Debug, Clone, Default)]
 pub struct TraceSettings {
-    /// OTLP/gRPC endpoint, e.g. `http://collector:4317`. `None`: no trace export.
+    /// OTLP endpoint, e.g. `http://collector:4317` (gRPC) or `http://collector:4318/v1/traces`
+    /// (HTTP). `None`: no trace export.
     pub endpoint: Option<String>,
+    /// `OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL`: `grpc` (default) or `http/protobuf`.
+    pub http: bool,
     pub service_name: String,
     /// Identifies this replica in the resource (`service.instance.id`).
     pub replica_id: String,
@@ -34,15 +39,57 @@ impl TraceSettings {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         let disabled = var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
             || var("OTEL_TRACES_EXPORTER").is_some_and(|v| v == "none");
+        let http = var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+            .or_else(|| var("OTEL_EXPORTER_OTLP_PROTOCOL"))
+            .is_some_and(|p| p == "http/protobuf");
+        // Per the spec, the generic endpoint is a base URL to which HTTP adds the signal's path;
+        // the traces endpoint is used as given.
+        let endpoint = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| {
+            var("OTEL_EXPORTER_OTLP_ENDPOINT").map(|base| {
+                if http {
+                    format!("{}/v1/traces", base.trim_end_matches('/'))
+                } else {
+                    base
+                }
+            })
+        });
         Self {
-            endpoint: if disabled {
-                None
-            } else {
-                var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| var("OTEL_EXPORTER_OTLP_ENDPOINT"))
-            },
+            endpoint: if disabled { None } else { endpoint },
+            http,
             service_name: var("OTEL_SERVICE_NAME").unwrap_or_else(|| "switchboard".into()),
             replica_id: replica_id.to_string(),
         }
+    }
+}
+
+/// The OTLP/HTTP exporter's client: reqwest, driven on the gateway's tokio runtime (the batch span
+/// processor calls it from a thread of its own, where no runtime is current).
+#[derive(Debug)]
+struct OnRuntime {
+    client: reqwest::Client,
+    runtime: tokio::runtime::Handle,
+}
+
+#[tonic::async_trait]
+impl opentelemetry_http::HttpClient for OnRuntime {
+    async fn send_bytes(
+        &self,
+        request: http::Request<bytes::Bytes>,
+    ) -> Result<http::Response<bytes::Bytes>, opentelemetry_http::HttpError> {
+        let request = reqwest::Request::try_from(request.map(reqwest::Body::from))?;
+        let client = self.client.clone();
+        let (status, headers, body) = self
+            .runtime
+            .spawn(async move {
+                let r = client.execute(request).await?;
+                let (status, headers) = (r.status(), r.headers().clone());
+                Ok::<_, reqwest::Error>((status, headers, r.bytes().await?))
+            })
+            .await??;
+        let mut response = http::Response::new(body);
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        Ok(response)
     }
 }
 
@@ -78,11 +125,29 @@ pub fn init(format: LogFormat, traces: &TraceSettings) -> anyhow::Result<Telemet
     let provider = match &traces.endpoint {
         None => None,
         Some(endpoint) => {
-            let exporter = opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(endpoint.clone())
-                .with_timeout(Duration::from_secs(5))
-                .build()?;
+            let exporter = if traces.http {
+                // The batch processor exports from its own thread; the client's I/O runs on our runtime.
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                let client = OnRuntime {
+                    client: reqwest::Client::builder()
+                        .timeout(Duration::from_secs(5))
+                        .build()?,
+                    runtime: tokio::runtime::Handle::current(),
+                };
+                opentelemetry_otlp::SpanExporter::builder()
+                    .with_http()
+                    .with_http_client(client)
+                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                    .with_endpoint(endpoint.clone())
+                    .with_timeout(Duration::from_secs(5))
+                    .build()?
+            } else {
+                opentelemetry_otlp::SpanExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(endpoint.clone())
+                    .with_timeout(Duration::from_secs(5))
+                    .build()?
+            };
             let resource = opentelemetry_sdk::Resource::builder()
                 .with_service_name(traces.service_name.clone())
                 .with_attributes([
