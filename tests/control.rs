@@ -352,6 +352,16 @@ async fn with_etcd_down_traffic_continues_writes_fail_clearly_and_watches_resume
     );
     let refused = put(&ua, fleet_config(&etcd, &["a", "b"])).await.unwrap_err();
     assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    // Still ready (serving what it has), and readiness says why it is degraded.
+    within(Duration::from_secs(10), async || {
+        let r = common::http()
+            .get(format!("{ua}/health/readiness"))
+            .send()
+            .await
+            .unwrap();
+        r.status() == 200 && r.text().await.unwrap().contains("etcd unreachable")
+    })
+    .await;
     etcd.restart().await;
     // Watches and the election resume without restarting the replicas.
     within(Duration::from_secs(15), async || {

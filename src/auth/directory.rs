@@ -90,6 +90,10 @@ pub trait Backend: Send + Sync {
     fn loaded(&self) -> bool {
         true
     }
+    /// Whether the store answers right now (readiness reports it; the replica serves either way).
+    fn reachable(&self) -> bool {
+        true
+    }
 }
 
 /// Everything a replica knows, as of one moment.

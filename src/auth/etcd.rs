@@ -13,6 +13,8 @@ use crate::{cluster::etcd, config::EtcdSettings};
 
 pub struct EtcdBackend {
     client: tokio::sync::Mutex<Option<Client>>,
+    /// The watch is established (set when the records are loaded, cleared when it fails).
+    up: std::sync::atomic::AtomicBool,
     settings: EtcdSettings,
     directory: Arc<Directory>,
     dir: String,
@@ -51,12 +53,19 @@ fn encode(r: &Record) -> Vec<u8> {
     .expect("records serialise")
 }
 
+fn b_up_clear(weak: &std::sync::Weak<EtcdBackend>) {
+    if let Some(b) = weak.upgrade() {
+        b.up.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 impl EtcdBackend {
     /// Starts the watch that keeps `directory` in step with etcd (until the backend is dropped).
     pub fn start(settings: EtcdSettings, directory: Arc<Directory>) -> Arc<Self> {
         let dir = etcd::dir(&settings, "records");
         let backend = Arc::new(Self {
             client: tokio::sync::Mutex::new(None),
+            up: std::sync::atomic::AtomicBool::new(false),
             settings,
             directory,
             dir,
@@ -70,6 +79,7 @@ impl EtcdBackend {
                 drop(b);
                 if let Err(e) = result {
                     metrics::gauge!("switchboard_etcd_up").set(0.0);
+                    b_up_clear(&weak);
                     if !logged {
                         tracing::warn!(error = %e, "key store: etcd watch lost; serving the last keys seen and retrying");
                         logged = true;
@@ -118,6 +128,7 @@ impl EtcdBackend {
         }
         tracing::debug!(keys = snap.keys.len(), revision, "key store loaded from etcd");
         metrics::gauge!("switchboard_etcd_up").set(1.0);
+        self.up.store(true, std::sync::atomic::Ordering::Relaxed);
         self.directory.replace(snap);
         self.directory.set_revision(revision);
         let mut watch = client
@@ -173,6 +184,10 @@ impl EtcdBackend {
 impl Backend for EtcdBackend {
     fn loaded(&self) -> bool {
         self.directory.revision() > 0
+    }
+
+    fn reachable(&self) -> bool {
+        self.up.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     async fn apply(&self, change: Change) -> Result<(), StoreError> {

@@ -94,6 +94,16 @@ async fn ready(State(s): State<Http>) -> (StatusCode, Json<serde_json::Value>) {
         );
     }
     if s.readiness.get() {
+        // etcd down after the keys and config were loaded: still ready (the replica serves what it
+        // has, and marking every replica unready would drain the whole fleet), but say so.
+        if !s.gateway.keys.backend.reachable() {
+            return (
+                StatusCode::OK,
+                Json(
+                    json!({"status": "ready", "degraded": "etcd unreachable: serving the last config and keys"}),
+                ),
+            );
+        }
         (StatusCode::OK, Json(json!({"status": "ready"})))
     } else {
         (
@@ -347,11 +357,14 @@ fn quota_headers(headers: &mut HeaderMap, cost: Cost, grant: &Grant) {
     if let Ok(v) = HeaderValue::from_str(&format!("{:.9}", cost.usd())) {
         headers.insert("x-switchboard-cost-usd", v);
     }
+    // OpenAI's names (SDKs read them) and ours.
     if let Some(n) = grant.rpm_remaining {
         headers.insert("x-ratelimit-remaining-requests", HeaderValue::from(n));
+        headers.insert("x-switchboard-ratelimit-remaining-requests", HeaderValue::from(n));
     }
     if let Some(n) = grant.tpm_remaining {
         headers.insert("x-ratelimit-remaining-tokens", HeaderValue::from(n));
+        headers.insert("x-switchboard-ratelimit-remaining-tokens", HeaderValue::from(n));
     }
 }
 
