@@ -82,6 +82,7 @@ async fn spans_follow_the_rpc_and_genai_conventions_and_leak_nothing() {
     let settings = TraceSettings {
         endpoint: Some(format!("http://{addr}")),
         http: false,
+        max_queue: 2048,
         service_name: "switchboard-test".into(),
         replica_id: "replica-1".into(),
     };

@@ -55,6 +55,7 @@ async fn spans_export_over_http_protobuf() {
         &TraceSettings {
             endpoint: Some(format!("http://{addr}/v1/traces")),
             http: true,
+            max_queue: 2048,
             service_name: "switchboard-http-test".into(),
             replica_id: "r1".into(),
         },

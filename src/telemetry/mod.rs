@@ -4,6 +4,7 @@
 
 pub mod content;
 pub mod propagation;
+mod queue;
 
 use std::{sync::OnceLock, time::Duration};
 
@@ -32,6 +33,9 @@ pub struct TraceSettings {
     pub service_name: String,
     /// Identifies this replica in the resource (`service.instance.id`).
     pub replica_id: String,
+    /// Finished spans waiting for export, at most (`OTEL_BSP_MAX_QUEUE_SIZE`, default 2048);
+    /// beyond it spans are dropped and counted.
+    pub max_queue: usize,
 }
 
 impl TraceSettings {
@@ -56,6 +60,9 @@ impl TraceSettings {
         Self {
             endpoint: if disabled { None } else { endpoint },
             http,
+            max_queue: var("OTEL_BSP_MAX_QUEUE_SIZE")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(2048),
             service_name: var("OTEL_SERVICE_NAME").unwrap_or_else(|| "switchboard".into()),
             replica_id: replica_id.to_string(),
         }
@@ -157,7 +164,7 @@ pub fn init(format: LogFormat, traces: &TraceSettings) -> anyhow::Result<Telemet
                 .build();
             Some(
                 SdkTracerProvider::builder()
-                    .with_batch_exporter(exporter)
+                    .with_span_processor(queue::CountedQueue::new(exporter, traces.max_queue))
                     .with_resource(resource)
                     .build(),
             )
