@@ -160,14 +160,30 @@ async fn spans_follow_the_rpc_and_genai_conventions_and_leak_nothing() {
     );
     assert_eq!(a["rpc.grpc.status_code"], "0");
     assert_eq!(a["switchboard.attempts"], "2");
+    assert_eq!(
+        a["switchboard.cost_usd"], "0",
+        "the cost rides on the server span (unpriced model)"
+    );
 
+    // Children of the server span: authentication, admission (budgets and limits), and the
+    // routing decision, whose children are the upstream attempts.
+    let child = |name: &str| {
+        spans
+            .iter()
+            .find(|s| s.name == name && s.parent_span_id == server.span_id)
+            .unwrap_or_else(|| panic!("a {name} span under the server span"))
+    };
+    child("auth");
+    child("admission");
+    let route = child("route g");
+    assert_eq!(attrs(route)["switchboard.deployment.id"], "g/openai/gpt-test#2");
     let attempts: Vec<&Span> = spans.iter().filter(|s| s.name == "chat gpt-test").collect();
     assert_eq!(attempts.len(), 2, "a retry shows up as two attempt spans");
     for s in &attempts {
         assert_eq!(s.kind, 3, "SPAN_KIND_CLIENT");
         assert_eq!(
-            s.parent_span_id, server.span_id,
-            "attempts are children of the server span"
+            s.parent_span_id, route.span_id,
+            "attempts are children of the routing span"
         );
         let a = attrs(s);
         assert_eq!(a["gen_ai.operation.name"], "chat");

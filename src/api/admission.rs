@@ -278,6 +278,8 @@ impl Ticket {
             h.abort();
         }
         r.deployment = deployment.map(ToString::to_string);
+        // On the request's span when settled inside it (unary calls).
+        tracing::Span::current().record("switchboard.cost_usd", cost.usd());
         r.prompt_tokens = u64::from(usage.prompt_tokens);
         r.completion_tokens = u64::from(usage.completion_tokens);
         r.cost = cost;

@@ -46,6 +46,21 @@ pub(super) struct Ask<'a> {
 }
 
 impl Gateway {
+    /// Authenticates in its own span, and names the key and team (never the secret) on the
+    /// request's span.
+    pub(super) fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Principal, ApiError> {
+        let principal = tracing::info_span!("auth", otel.name = "auth")
+            .in_scope(|| self.auth.authenticate(authorization))?;
+        if let Principal::Key(who) = &principal {
+            let span = tracing::Span::current();
+            span.record("switchboard.key.id", who.key.id.as_str());
+            if let Some(t) = &who.key.team_id {
+                span.record("switchboard.team.id", t.as_str());
+            }
+        }
+        Ok(principal)
+    }
+
     /// Admin calls need the master key (or an open gateway); a virtual key is refused.
     pub(super) fn require_admin(&self, authorization: Option<&[u8]>) -> Result<(), ApiError> {
         if self.auth.authenticate(authorization)?.is_admin() {
@@ -79,7 +94,10 @@ impl Gateway {
             .groups
             .get(model)
             .ok_or_else(|| RouteError::UnknownGroup(model.clone()))?;
-        self.quotas
+        let span =
+            tracing::info_span!("admission", otel.name = "admission", error.type = tracing::field::Empty);
+        let admitted = self
+            .quotas
             .admit(Admission {
                 principal,
                 request_id: ask.request_id,
@@ -89,13 +107,16 @@ impl Gateway {
                 prompt_tokens: ask.prompt_tokens,
                 max_tokens: ask.max_tokens,
             })
-            .await
+            .instrument(span.clone())
+            .await;
+        if let Err(e) = &admitted {
+            span.record("error.type", e.reason());
+        }
+        admitted
     }
 
     fn context(&self, md: &MetadataMap) -> Result<CallContext, ApiError> {
-        let principal = self
-            .auth
-            .authenticate(md.get("authorization").map(|v| v.as_bytes()))?;
+        let principal = self.authenticate(md.get("authorization").map(|v| v.as_bytes()))?;
         Ok(CallContext {
             principal,
             deadline: grpc_timeout(md).map(|t| Instant::now() + t - reply_margin(t)),

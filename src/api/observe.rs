@@ -45,6 +45,9 @@ impl Scope {
             switchboard.deployment.id = Empty,
             switchboard.attempts = Empty,
             switchboard.fallbacks = Empty,
+            switchboard.key.id = Empty,
+            switchboard.team.id = Empty,
+            switchboard.cost_usd = Empty,
             error.type = Empty,
         );
         propagation::adopt_parent(&span, headers);
@@ -72,6 +75,9 @@ impl Scope {
             switchboard.deployment.id = Empty,
             switchboard.attempts = Empty,
             switchboard.fallbacks = Empty,
+            switchboard.key.id = Empty,
+            switchboard.team.id = Empty,
+            switchboard.cost_usd = Empty,
             error.type = Empty,
         );
         propagation::adopt_parent(&span, headers);

@@ -76,6 +76,24 @@ impl RouteInfo {
     }
 }
 
+impl RouteError {
+    /// A short name for spans (`error.type` of the routing span).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RouteError::UnknownGroup(_) => "unknown_group",
+            RouteError::UnknownFallback(_) => "unknown_fallback",
+            RouteError::NoDeploymentForTags { .. } => "no_deployment_for_tags",
+            RouteError::Rejected { .. } => "rejected",
+            RouteError::Exhausted { .. } => "exhausted",
+            RouteError::AllCoolingDown { .. } => "all_cooling_down",
+            RouteError::RateCapped { .. } => "rate_capped",
+            RouteError::AtCapacity { .. } => "at_capacity",
+            RouteError::DeadlineExceeded { .. } => "deadline_exceeded",
+            RouteError::StreamInterrupted(_) => "stream_interrupted",
+        }
+    }
+}
+
 /// A routed answer with its route.
 #[derive(Debug)]
 pub struct Routed<T> {
@@ -230,7 +248,41 @@ impl Router {
     }
 
     /// The requested group, then its fallback groups, each with its own attempts.
+    /// The routing decision as a span (the attempts are its children).
     async fn route(
+        &self,
+        group: &ModelGroup,
+        ctx: &Ctx<'_>,
+        call: Call<'_>,
+    ) -> Result<(Done, RouteInfo), RouteError> {
+        use tracing::Instrument as _;
+        let span = tracing::info_span!(
+            "route",
+            otel.name = %format_args!("route {group}"),
+            switchboard.model_group = group.as_str(),
+            switchboard.deployment.id = tracing::field::Empty,
+            switchboard.attempts = tracing::field::Empty,
+            switchboard.fallbacks = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+        );
+        let result = self.route_inner(group, ctx, call).instrument(span.clone()).await;
+        match &result {
+            Ok((_, r)) => {
+                span.record("switchboard.deployment.id", r.deployment.as_str());
+                span.record("switchboard.attempts", r.attempts.len() as u64);
+                if !r.fallbacks.is_empty() {
+                    let list: Vec<&str> = r.fallbacks.iter().map(|g| g.as_str()).collect();
+                    span.record("switchboard.fallbacks", list.join(",").as_str());
+                }
+            }
+            Err(e) => {
+                span.record("error.type", e.kind());
+            }
+        }
+        result
+    }
+
+    async fn route_inner(
         &self,
         group: &ModelGroup,
         ctx: &Ctx<'_>,

@@ -180,9 +180,8 @@ async fn read_body(body: Body) -> Result<Bytes, ApiError> {
 }
 
 fn authenticate(s: &Http, headers: &HeaderMap) -> Result<crate::auth::Principal, ApiError> {
-    Ok(s.gateway
-        .auth
-        .authenticate(headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes))?)
+    s.gateway
+        .authenticate(headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes))
 }
 
 /// LiteLLM's body `timeout` (seconds) becomes the deadline.
