@@ -152,7 +152,8 @@ impl Scope {
             format!("{code:?}").to_ascii_lowercase(),
             self.elapsed(),
         );
-        tracing::info!(parent: &self.span, request_id = %self.request_id, reason, code = ?code, "request failed");
+        let trace_id = crate::telemetry::propagation::trace_id(&self.span).unwrap_or_default();
+        tracing::info!(parent: &self.span, request_id = %self.request_id, trace_id, reason, code = ?code, "request failed");
     }
 }
 

@@ -263,6 +263,7 @@ impl Router {
             switchboard.deployment.id = tracing::field::Empty,
             switchboard.attempts = tracing::field::Empty,
             switchboard.fallbacks = tracing::field::Empty,
+            switchboard.cooldown_triggered = tracing::field::Empty,
             error.type = tracing::field::Empty,
         );
         let result = self.route_inner(group, ctx, call).instrument(span.clone()).await;

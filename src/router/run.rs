@@ -543,6 +543,8 @@ impl GroupRun<'_> {
                     let for_ = cooldown_for(e.class, d.cooldown_time, e.retry_after);
                     self.state.cool_down(&d.id, for_);
                     metrics::counter!("switchboard_deployment_cooldowns_total", "deployment" => d.id.to_string()).increment(1);
+                    // On the routing span (the current one here).
+                    tracing::Span::current().record("switchboard.cooldown_triggered", d.id.as_str());
                     tracing::warn!(deployment = %d.id, error = %e, cooldown_ms = for_.as_millis() as u64, "deployment cooling down");
                 } else {
                     tracing::warn!(deployment = %d.id, error = %e, "upstream attempt failed");
