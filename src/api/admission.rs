@@ -140,7 +140,8 @@ impl Quotas {
             _ => (None, None, None),
         };
         let mut grant = Grant::default();
-        let mut scopes: Arc<[Scope]> = scopes.into();
+        let scopes: Arc<[Scope]> = scopes.into();
+        let mut reserved = !scopes.is_empty();
         if !scopes.is_empty() {
             let max_output = req
                 .max_tokens
@@ -192,12 +193,13 @@ impl Quotas {
                         return Err(ApiError::LedgerDown(why));
                     }
                     tracing::warn!(error = %why, "ledger unreachable: admitting without limits (fail-open)");
-                    // Nothing was reserved; settlement still records the spend.
-                    scopes = Arc::from(Vec::new());
+                    // Nothing was reserved; settlement (retried until the ledger is back) still
+                    // charges the actual cost to every budget.
+                    reserved = false;
                 }
             }
         }
-        let renewer = scopes.iter().any(Scope::leased).then(|| {
+        let renewer = (reserved && scopes.iter().any(Scope::leased)).then(|| {
             let (ledger, scopes) = (self.settler.ledger().clone(), scopes.clone());
             let (id, ttl) = (req.request_id.to_string(), self.settings.reservation_ttl);
             tokio::spawn(async move {

@@ -148,6 +148,9 @@ impl Ledger for LocalLedger {
                 sc.leases
                     .insert(d.request_id.clone(), (now + d.lease_ms as i64, window, amount));
                 if s.budget.is_some() {
+                    // Past windows are done once nothing is reserved in them (memory stays bounded).
+                    sc.windows
+                        .retain(|start, (_, reserved)| *start >= window || *reserved > Cost::ZERO);
                     let w = sc.windows.entry(window).or_default();
                     w.1 = w.1 + amount;
                 }
