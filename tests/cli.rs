@@ -244,3 +244,47 @@ async fn fake_upstream_binary_serves_the_gateway() {
     assert_eq!(text, "one two three one two");
     assert!(route.is_some(), "the usage chunk carried the route");
 }
+
+/// `switchboard-load` drives each surface, closed and open loop, and reads the server's CPU time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_tool_reports_latency_throughput_and_server_cpu() {
+    let gw = common::Gateway::start(
+        "model_list:\n  - {model_name: m, litellm_params: {model: gpt-4o, mock_response: 'fast answer'}}\n",
+    )
+    .await;
+    let pid = std::process::id().to_string();
+    for extra in [
+        vec!["--mode", "http"],
+        vec!["--mode", "grpc"],
+        vec!["--mode", "grpc-stream"],
+        vec!["--mode", "grpc", "--rate", "200"],
+    ] {
+        let (url, pid, extra2) = (gw.url(), pid.clone(), extra.clone());
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_switchboard-load"))
+                .args(["--target", &url, "--model", "m", "--connections", "4"])
+                .args(["--duration", "0.5", "--warmup", "0.2", "--pid", &pid])
+                .args(&extra2)
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{extra:?}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ok: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("requests "))
+            .and_then(|l| l.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{extra:?}: no request count in {text}"));
+        assert!(ok > 10, "{extra:?}: {text}");
+        assert!(text.contains(" 0 errors"), "{extra:?}: {text}");
+        assert!(text.contains("latency us: p50 "), "{text}");
+        assert!(text.contains("server cpu_us_per_request "), "{text}");
+    }
+}
