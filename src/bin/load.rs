@@ -65,7 +65,11 @@ struct Args {
 #[derive(Clone)]
 enum Client {
     Http(reqwest::Client, String, Option<String>, Arc<Vec<u8>>),
-    Grpc(Vec<ChatServiceClient<Channel>>, Option<String>, Arc<pb::ChatRequest>),
+    Grpc(
+        Vec<ChatServiceClient<Channel>>,
+        Option<String>,
+        Arc<pb::ChatRequest>,
+    ),
 }
 
 impl Client {
