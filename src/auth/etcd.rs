@@ -12,10 +12,9 @@ use super::{Backend, Change, Directory, Kind, Record, Snapshot, StoreError};
 use crate::{cluster::etcd, config::EtcdSettings};
 
 pub struct EtcdBackend {
-    client: tokio::sync::Mutex<Option<Client>>,
+    etcd: etcd::Connection,
     /// The watch is established (set when the records are loaded, cleared when it fails).
     up: std::sync::atomic::AtomicBool,
-    settings: EtcdSettings,
     directory: Arc<Directory>,
     dir: String,
 }
@@ -64,9 +63,8 @@ impl EtcdBackend {
     pub fn start(settings: EtcdSettings, directory: Arc<Directory>) -> Arc<Self> {
         let dir = etcd::dir(&settings, "records");
         let backend = Arc::new(Self {
-            client: tokio::sync::Mutex::new(None),
             up: std::sync::atomic::AtomicBool::new(false),
-            settings,
+            etcd: etcd::Connection::new(settings),
             directory,
             dir,
         });
@@ -94,17 +92,11 @@ impl EtcdBackend {
     }
 
     async fn client(&self) -> Result<Client, etcd_client::Error> {
-        let mut slot = self.client.lock().await;
-        if let Some(c) = slot.as_ref() {
-            return Ok(c.clone());
-        }
-        let c = etcd::connect(&self.settings).await?;
-        *slot = Some(c.clone());
-        Ok(c)
+        self.etcd.client().await
     }
 
     async fn forget_client(&self) {
-        *self.client.lock().await = None;
+        self.etcd.forget().await;
     }
 
     /// Loads every record, then applies changes as they come until the watch fails.

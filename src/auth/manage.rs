@@ -59,11 +59,7 @@ fn invalid(field: &str, message: impl Into<String>) -> ManageError {
     }
 }
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+pub use crate::domain::now_ms;
 
 /// Hex SHA-256: how keys are stored and looked up.
 pub fn hash_key(plaintext: &[u8]) -> String {

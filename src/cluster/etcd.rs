@@ -38,3 +38,39 @@ pub async fn connect(s: &EtcdSettings) -> Result<Client, etcd_client::Error> {
 pub fn dir(s: &EtcdSettings, what: &str) -> String {
     format!("{}/v1/{what}/", s.prefix)
 }
+
+/// A lazily connected etcd client, shared by one component's tasks: connected on first use,
+/// forgotten after a failure so that the next use reconnects.
+pub struct Connection {
+    settings: EtcdSettings,
+    client: tokio::sync::Mutex<Option<Client>>,
+}
+
+impl Connection {
+    pub fn new(settings: EtcdSettings) -> Self {
+        Self {
+            settings,
+            client: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn settings(&self) -> &EtcdSettings {
+        &self.settings
+    }
+
+    /// The client (a cheap clone), connecting first if needed.
+    pub async fn client(&self) -> Result<Client, etcd_client::Error> {
+        let mut slot = self.client.lock().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let c = connect(&self.settings).await?;
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Drops the client after a failure; the next [`Connection::client`] reconnects.
+    pub async fn forget(&self) {
+        *self.client.lock().await = None;
+    }
+}

@@ -44,10 +44,9 @@ pub struct ReplicaStatus {
 const HISTORY: u64 = 100;
 
 pub struct Leadership {
-    settings: EtcdSettings,
     me: LeaderInfo,
     plane: Weak<ControlPlane>,
-    client: tokio::sync::Mutex<Option<Client>>,
+    etcd: etcd::Connection,
     /// Our election key while we lead: the fencing token of every leader-only write.
     leading: Mutex<Option<LeaderKey>>,
     /// The lease of the current campaign (replica status lives on it).
@@ -76,10 +75,9 @@ impl Leadership {
         let l = Arc::new(Self {
             base: format!("{}/v1/", settings.prefix),
             lease_ttl: settings.leader_lease_ttl.as_secs().max(1) as i64,
-            settings,
+            etcd: etcd::Connection::new(settings),
             me: LeaderInfo { id: replica, address },
             plane,
-            client: tokio::sync::Mutex::new(None),
             leading: Mutex::new(None),
             lease: Mutex::new(None),
             leader: ArcSwapOption::empty(),
@@ -99,13 +97,7 @@ impl Leadership {
     }
 
     async fn client(&self) -> Result<Client, etcd_client::Error> {
-        let mut slot = self.client.lock().await;
-        if let Some(c) = slot.as_ref() {
-            return Ok(c.clone());
-        }
-        let c = etcd::connect(&self.settings).await?;
-        *slot = Some(c.clone());
-        Ok(c)
+        self.etcd.client().await
     }
 
     pub fn is_leader(&self) -> bool {
@@ -428,7 +420,7 @@ async fn campaign_once(me: &Arc<Leadership>) -> Result<(), etcd_client::Error> {
     let mut c = match me.client().await {
         Ok(c) => c,
         Err(e) => {
-            *me.client.lock().await = None;
+            me.etcd.forget().await;
             return Err(e);
         }
     };
@@ -514,7 +506,7 @@ async fn follow_forever(weak: Weak<Leadership>) {
                     tracing::warn!(error = %e, "config watch lost; serving the current config and retrying");
                     warned = true;
                 }
-                *me.client.lock().await = None;
+                me.etcd.forget().await;
             }
         }
         drop(me);

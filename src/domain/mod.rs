@@ -14,7 +14,7 @@ pub use error::ErrorClass;
 pub use ids::{DeploymentId, ModelGroup};
 pub use money::{Cost, Price};
 pub use secret::Secret;
-pub use time::{Window, civil_from_days, day_of, days_from_civil};
+pub use time::{Window, civil_from_days, day_of, days_from_civil, now_ms};
 
 /// Token counts of one call.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

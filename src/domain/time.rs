@@ -25,6 +25,13 @@ pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// Now, in unix milliseconds (this replica's clock; shared-state decisions use Redis's).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// `YYYY-MM-DD` (UTC) of a unix-ms instant.
 pub fn day_of(ms: i64) -> String {
     let (y, m, d) = civil_from_days(ms.div_euclid(86_400_000));

@@ -236,10 +236,6 @@ pub trait Ledger: Send + Sync {
 
 pub type SharedLedger = Arc<dyn Ledger>;
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+pub use crate::domain::now_ms;
 
 pub use crate::domain::day_of;

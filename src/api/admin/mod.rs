@@ -167,9 +167,7 @@ impl pb::admin_service_server::AdminService for AdminApi {
             r.leader = leader.as_ref().is_some_and(|l| l.id == r.replica_id);
         }
         if replicas.is_empty() {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
+            let now = crate::domain::now_ms().max(0) as u64;
             replicas.push(pb::Replica {
                 replica_id: self.replica_id.clone(),
                 address: self.address.clone(),
