@@ -276,6 +276,17 @@ pub async fn run_as(
         keys,
         quotas: Arc::new(Quotas::new(settler.clone(), config.quotas.clone())),
         control,
+        cache: config.cache.clone().map(|c| {
+            tracing::info!(
+                backend = match c.backend {
+                    crate::config::CacheBackend::Local { .. } => "local",
+                    crate::config::CacheBackend::Redis { .. } => "redis",
+                },
+                ttl_s = c.ttl.as_secs_f64(),
+                "response cache on"
+            );
+            crate::cache::ResponseCache::new(c)
+        }),
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();

@@ -17,6 +17,7 @@
 //!   only through [`router::DeploymentState`].
 //! - [`auth`]: the master key and virtual keys, teams and users (hashed keys in an in-memory
 //!   directory kept in step with etcd by a watch), principals, admin operations on them.
+//! - [`cache`]: the response cache (memory or Redis), cache keys, single-flight fills.
 //! - [`limits`]: budgets, rate limits and spend: one atomic admission across every scope of a
 //!   request (memory or Redis Lua), settlement after the answer, spend reports and checkpoints.
 //! - [`control`]: which config is served: file reload on a single node; leader election, the
@@ -28,6 +29,7 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod cache;
 pub mod cluster;
 pub mod config;
 pub mod control;

@@ -15,6 +15,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     ("auth", &["domain", "config", "cluster", "auth"]),
     ("limits", &["domain", "config", "cluster", "limits"]),
+    ("cache", &["domain", "config", "cluster", "cache"]),
     ("control", &["domain", "config", "cluster", "limits", "control"]),
     ("telemetry", &["domain", "telemetry"]),
     (
@@ -26,6 +27,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "router",
             "auth",
             "limits",
+            "cache",
             "control",
             "telemetry",
             "api",

@@ -131,14 +131,6 @@ impl Quotas {
         } else {
             (req.prompt_tokens)()
         };
-        let (key_id, team_id, user_id) = match req.principal {
-            Principal::Key(who) => (
-                Some(who.key.id.clone()),
-                who.key.team_id.clone(),
-                who.key.user_id.clone(),
-            ),
-            _ => (None, None, None),
-        };
         let mut grant = Grant::default();
         let scopes: Arc<[Scope]> = scopes.into();
         let mut reserved = !scopes.is_empty();
@@ -218,24 +210,49 @@ impl Quotas {
             grant,
             renewer,
             started: Instant::now(),
-            record: Some(SpendRecord {
-                request_id: req.request_id.to_string(),
-                key_id,
-                team_id,
-                user_id,
-                end_user: req.end_user.filter(|e| !e.is_empty()).map(str::to_string),
-                model_group: req.model.to_string(),
-                deployment: None,
-                prompt_tokens: 0,
-                completion_tokens: 0,
-                cost: Cost::ZERO,
-                latency_ms: 0,
-                status: String::new(),
-                at_ms: now,
-                estimated_tokens: prompt_tokens,
-                minute: grant.minute,
-            }),
+            record: Some(spend_record(&req, now, prompt_tokens, grant.minute)),
         })
+    }
+
+    /// A ticket that reserves nothing and charges nothing: what a cache hit settles, so it is
+    /// still logged (status `cache_hit`) without touching any budget or limit.
+    pub fn unmetered(&self, req: &Admission<'_>) -> Ticket {
+        Ticket {
+            settler: self.settler.clone(),
+            scopes: Arc::from([]),
+            grant: Grant::default(),
+            renewer: None,
+            started: Instant::now(),
+            record: Some(spend_record(req, now_ms(), 0, 0)),
+        }
+    }
+}
+
+fn spend_record(req: &Admission<'_>, now: i64, estimated_tokens: u64, minute: i64) -> SpendRecord {
+    let (key_id, team_id, user_id) = match req.principal {
+        Principal::Key(who) => (
+            Some(who.key.id.clone()),
+            who.key.team_id.clone(),
+            who.key.user_id.clone(),
+        ),
+        _ => (None, None, None),
+    };
+    SpendRecord {
+        request_id: req.request_id.to_string(),
+        key_id,
+        team_id,
+        user_id,
+        end_user: req.end_user.filter(|e| !e.is_empty()).map(str::to_string),
+        model_group: req.model.to_string(),
+        deployment: None,
+        prompt_tokens: 0,
+        completion_tokens: 0,
+        cost: Cost::ZERO,
+        latency_ms: 0,
+        status: String::new(),
+        at_ms: now,
+        estimated_tokens,
+        minute,
     }
 }
 

@@ -94,6 +94,7 @@ pub fn chat_request(r: pb::ChatRequest) -> Result<d::ChatRequest, ApiError> {
         user: non_empty(r.user),
         metadata: r.metadata.into_iter().collect(),
         routing: routing(r.routing),
+        cache: cache_control(r.cache),
     };
     validate::chat(&req)?;
     Ok(req)
@@ -104,6 +105,19 @@ fn routing(r: Option<pb::RoutingOptions>) -> d::RoutingOptions {
         tags: r.tags,
         fallbacks: r.fallbacks.into_iter().map(ModelGroup::new).collect(),
         disable_fallbacks: r.disable_fallbacks,
+    })
+    .unwrap_or_default()
+}
+
+fn cache_control(c: Option<pb::CacheControl>) -> d::CacheControl {
+    let secs = |s: u32| std::time::Duration::from_secs(u64::from(s));
+    c.map(|c| d::CacheControl {
+        no_cache: c.no_cache,
+        no_store: c.no_store,
+        ttl: c.ttl_seconds.map(secs),
+        s_maxage: c.s_maxage_seconds.map(secs),
+        namespace: non_empty(c.namespace),
+        use_cache: c.use_cache,
     })
     .unwrap_or_default()
 }
@@ -183,6 +197,7 @@ pub fn embed_request(r: pb::EmbedRequest) -> Result<d::EmbedRequest, ApiError> {
         user: non_empty(r.user),
         metadata: r.metadata.into_iter().collect(),
         routing: routing(r.routing),
+        cache: cache_control(r.cache),
     };
     validate::embed(&req)?;
     Ok(req)
@@ -276,7 +291,7 @@ pub fn route(r: &RouteInfo, cost: d::Cost) -> pb::Route {
             .collect(),
         cost_nano_usd: cost.nano_usd(),
         cost_usd: cost.usd(),
-        cache_hit: false,
+        cache_hit: r.cache_hit,
         fallbacks: r.fallbacks.iter().map(ToString::to_string).collect(),
     }
 }

@@ -9,23 +9,34 @@ use tonic::{Request, Response, Status, metadata::MetadataMap};
 use tracing::Instrument as _;
 
 use super::{
-    admission::{Admission, MeteredStream, Quotas, Ticket},
+    admission::{Admission, Quotas, Ticket},
     convert,
     error::ApiError,
     observe::{self, Scope},
+    pipeline::{Call, ChatStream},
 };
 use crate::{
     auth::{Authenticator, Principal, manage::Manager},
     domain::ModelGroup,
     limits::Grant,
     proto as pb,
-    router::{RouteError, RouteInfo, Routed, RoutedStream, Router},
+    router::{RouteError, RouteInfo, Router},
 };
 
 /// What every data-plane call needs before it is routed.
 struct CallContext {
     principal: Principal,
     deadline: Option<Instant>,
+}
+
+impl CallContext {
+    fn call<'a>(&'a self, request_id: &'a str) -> Call<'a> {
+        Call {
+            principal: &self.principal,
+            request_id,
+            deadline: self.deadline,
+        }
+    }
 }
 
 /// Shared by the data-plane services.
@@ -35,6 +46,8 @@ pub struct Gateway {
     pub keys: Arc<Manager>,
     pub quotas: Arc<Quotas>,
     pub control: Arc<crate::control::ControlPlane>,
+    /// The response cache, when configured.
+    pub cache: Option<Arc<crate::cache::ResponseCache>>,
 }
 
 /// A request as admission sees it (after decoding, before routing).
@@ -70,26 +83,30 @@ impl Gateway {
         }
     }
 
-    /// Applies the key's model aliases and allow-list, then reserves the request's worst case
-    /// against every budget and limit that applies.
-    pub(super) async fn admit(
-        &self,
-        principal: &Principal,
-        model: &mut ModelGroup,
-        ask: Ask<'_>,
-    ) -> Result<Ticket, ApiError> {
-        let table = self.router.table();
+    /// Applies the key's model aliases and allow-list.
+    pub(super) fn authorize(&self, principal: &Principal, model: &mut ModelGroup) -> Result<(), ApiError> {
         if let Principal::Key(who) = principal {
             let resolved = who.resolve(model.as_str());
             if resolved != model.as_str() {
                 *model = ModelGroup::new(resolved);
             }
-            if !who.allows(model.as_str(), &table.access_groups) {
+            if !who.allows(model.as_str(), &self.router.table().access_groups) {
                 return Err(ApiError::ModelNotAllowed {
                     model: model.to_string(),
                 });
             }
         }
+        Ok(())
+    }
+
+    /// Reserves the request's worst case against every budget and limit that applies.
+    pub(super) async fn admit(
+        &self,
+        principal: &Principal,
+        model: &ModelGroup,
+        ask: Ask<'_>,
+    ) -> Result<Ticket, ApiError> {
+        let table = self.router.table();
         let group = table
             .groups
             .get(model)
@@ -160,6 +177,7 @@ fn route_metadata(md: &mut MetadataMap, route: &RouteInfo) {
     put("x-switchboard-model-group", route.group.to_string());
     put("x-switchboard-deployment", route.deployment.to_string());
     put("x-switchboard-attempts", route.attempts.len().to_string());
+    put("x-switchboard-cache-hit", route.cache_hit.to_string());
     if !route.fallbacks.is_empty() {
         let list: Vec<&str> = route.fallbacks.iter().map(|g| g.as_str()).collect();
         put("x-switchboard-fallbacks", list.join(","));
@@ -218,21 +236,11 @@ impl pb::chat_service_server::ChatService for ChatApi {
         served(scope, &self.0.router, group, async {
             let ctx = self.0.context(request.metadata())?;
             let mut req = convert::chat_request(request.into_inner())?;
-            let messages = &req.messages;
-            let estimate = move || crate::router::estimate_prompt_tokens(messages);
-            let ask = Ask {
-                request_id: &request_id,
-                end_user: req.user.as_deref(),
-                prompt_tokens: &estimate,
-                max_tokens: req.params.max_tokens,
-            };
-            let ticket = self.0.admit(&ctx.principal, &mut req.model, ask).await?;
-            let grant = ticket.grant();
-            let result = self.0.router.chat(&req, ctx.deadline).await;
-            let (Routed { value, route }, cost) = ticket.settle_routed(result, |v| &v.usage)?;
-            let mut resp = Response::new(convert::chat_response(value, &route, cost));
-            quota_metadata(resp.metadata_mut(), &grant);
-            Ok((resp, route))
+            let call = ctx.call(&request_id);
+            let out = self.0.chat(call, &mut req).await?;
+            let mut resp = Response::new(convert::chat_response(out.value, &out.route, out.cost));
+            quota_metadata(resp.metadata_mut(), &out.grant);
+            Ok((resp, out.route))
         })
         .await
     }
@@ -250,23 +258,10 @@ impl pb::chat_service_server::ChatService for ChatApi {
         served(scope, &self.0.router, group, async {
             let ctx = self.0.context(request.metadata())?;
             let mut req = convert::chat_request(request.into_inner())?;
-            let messages = &req.messages;
-            let estimate = move || crate::router::estimate_prompt_tokens(messages);
-            let ask = Ask {
-                request_id: &request_id,
-                end_user: req.user.as_deref(),
-                prompt_tokens: &estimate,
-                max_tokens: req.params.max_tokens,
-            };
-            let ticket = self.0.admit(&ctx.principal, &mut req.model, ask).await?;
-            let grant = ticket.grant();
-            let stream = match self.0.router.chat_stream(&req, ctx.deadline).await {
-                Ok(s) => s,
-                Err(e) => return Err(ticket.failed(e)),
-            };
+            let (stream, grant) = self.0.chat_stream(ctx.call(&request_id), &mut req).await?;
             let route = stream.route().clone();
             observe::first_chunk("grpc", &route, ttft.elapsed());
-            let mut resp = Response::new(chunks_with_route(stream, ticket));
+            let mut resp = Response::new(chunks_with_route(stream));
             quota_metadata(resp.metadata_mut(), &grant);
             Ok((resp, route))
         })
@@ -275,11 +270,12 @@ impl pb::chat_service_server::ChatService for ChatApi {
 }
 
 /// Forwards chunks as they come (no look-ahead, so no added latency). The route rides on the chunk
-/// that carries usage; if the upstream sent none, a final chunk carries it. The ticket settles when
-/// the stream ends, fails or is dropped by a caller who went away, at the cost of what was consumed.
-fn chunks_with_route(stream: RoutedStream, ticket: Ticket) -> ChunkStream {
+/// that carries usage; if the upstream sent none, a final chunk carries it. A live stream's ticket
+/// settles when it ends, fails or is dropped by a caller who went away, at the cost of what was
+/// consumed.
+fn chunks_with_route(stream: ChatStream) -> ChunkStream {
     struct St {
-        inner: MeteredStream,
+        inner: ChatStream,
         route_sent: bool,
         id: String,
         model: String,
@@ -287,10 +283,7 @@ fn chunks_with_route(stream: RoutedStream, ticket: Ticket) -> ChunkStream {
         ended: bool,
     }
     let st = St {
-        inner: MeteredStream {
-            inner: stream,
-            ticket: Some(ticket),
-        },
+        inner: stream,
         route_sent: false,
         id: String::new(),
         model: String::new(),
@@ -301,7 +294,7 @@ fn chunks_with_route(stream: RoutedStream, ticket: Ticket) -> ChunkStream {
         if st.ended {
             return None;
         }
-        match st.inner.inner.next().await {
+        match st.inner.next().await {
             Some(Ok(chunk)) => {
                 if st.id.is_empty() {
                     st.id.clone_from(&chunk.id);
@@ -311,8 +304,7 @@ fn chunks_with_route(stream: RoutedStream, ticket: Ticket) -> ChunkStream {
                 let usage = chunk.usage;
                 let mut out = convert::chat_chunk(chunk);
                 if let Some(u) = usage.filter(|_| !st.route_sent) {
-                    let route = st.inner.inner.route();
-                    out.route = Some(convert::route(route, route.cost(&u)));
+                    out.route = Some(convert::route(st.inner.route(), st.inner.cost(&u)));
                     st.route_sent = true;
                 }
                 Some((Ok(out), st))
@@ -329,15 +321,15 @@ fn chunks_with_route(stream: RoutedStream, ticket: Ticket) -> ChunkStream {
                 if st.route_sent {
                     return None;
                 }
-                let usage = st.inner.inner.usage();
-                let cost = st.inner.inner.route().cost(&usage);
+                let usage = st.inner.usage();
+                let cost = st.inner.cost(&usage);
                 let last = pb::ChatChunk {
                     id: std::mem::take(&mut st.id),
                     model: std::mem::take(&mut st.model),
                     created: st.created,
                     choices: Vec::new(),
                     usage: None,
-                    route: Some(convert::route(st.inner.inner.route(), cost)),
+                    route: Some(convert::route(st.inner.route(), cost)),
                 };
                 Some((Ok(last), st))
             }
@@ -357,21 +349,10 @@ impl pb::embeddings_service_server::EmbeddingsService for EmbeddingsApi {
         served(scope, &self.0.router, group, async {
             let ctx = self.0.context(request.metadata())?;
             let mut req = convert::embed_request(request.into_inner())?;
-            let input = &req.input;
-            let estimate = move || crate::domain::EmbedRequest::estimate_input_tokens(input);
-            let ask = Ask {
-                request_id: &request_id,
-                end_user: req.user.as_deref(),
-                prompt_tokens: &estimate,
-                max_tokens: Some(0),
-            };
-            let ticket = self.0.admit(&ctx.principal, &mut req.model, ask).await?;
-            let grant = ticket.grant();
-            let result = self.0.router.embed(&req, ctx.deadline).await;
-            let (Routed { value, route }, cost) = ticket.settle_routed(result, |v| &v.usage)?;
-            let mut resp = Response::new(convert::embed_response(value, &route, cost));
-            quota_metadata(resp.metadata_mut(), &grant);
-            Ok((resp, route))
+            let out = self.0.embed(ctx.call(&request_id), &mut req).await?;
+            let mut resp = Response::new(convert::embed_response(out.value, &out.route, out.cost));
+            quota_metadata(resp.metadata_mut(), &out.grant);
+            Ok((resp, out.route))
         })
         .await
     }

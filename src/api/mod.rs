@@ -9,6 +9,7 @@ pub mod error;
 mod grpc;
 pub mod http;
 mod observe;
+mod pipeline;
 mod validate;
 
 pub use admin::AdminApi;

@@ -48,6 +48,7 @@ impl Scope {
             switchboard.key.id = Empty,
             switchboard.team.id = Empty,
             switchboard.cost_usd = Empty,
+            switchboard.cache.hit = Empty,
             error.type = Empty,
         );
         propagation::adopt_parent(&span, headers);
@@ -78,6 +79,7 @@ impl Scope {
             switchboard.key.id = Empty,
             switchboard.team.id = Empty,
             switchboard.cost_usd = Empty,
+            switchboard.cache.hit = Empty,
             error.type = Empty,
         );
         propagation::adopt_parent(&span, headers);
@@ -104,6 +106,7 @@ impl Scope {
         s.record("switchboard.model_group", route.group.as_str());
         s.record("switchboard.deployment.id", route.deployment.as_str());
         s.record("switchboard.attempts", route.attempts.len() as u64);
+        s.record("switchboard.cache.hit", route.cache_hit);
         if !route.fallbacks.is_empty() {
             let list: Vec<&str> = route.fallbacks.iter().map(|g| g.as_str()).collect();
             s.record("switchboard.fallbacks", list.join(",").as_str());

@@ -4,6 +4,7 @@
 //! (type errors carry their YAML path; unimplemented keys are collected, never silently dropped) ->
 //! semantic validation (errors name the YAML path, e.g. `model_list[2].litellm_params.model`).
 
+mod cache;
 mod env;
 pub mod prices;
 pub mod providers;
@@ -15,6 +16,7 @@ use std::{collections::HashMap, fmt::Write as _, path::Path, time::Duration};
 use serde_json::Value;
 
 use crate::domain::{DeploymentId, ModelGroup, Price, Secret};
+pub use cache::{CacheBackend, CacheSettings, Isolation};
 pub use prices::{ModelPrice, PriceTable};
 pub use providers::{Endpoint, ProviderSpec, WireFormat};
 pub use router::{ClassPolicy, Fallbacks, GroupSettings, Hedge, RouterSettings, RoutingStrategy};
@@ -34,6 +36,8 @@ pub struct Config {
     pub quotas: QuotaSettings,
     /// Where keys, teams and users live when the gateway runs as a fleet (None: in memory).
     pub etcd: Option<EtcdSettings>,
+    /// The response cache (`litellm_settings.cache`), when on.
+    pub cache: Option<CacheSettings>,
     /// YAML paths of keys Switchboard does not implement yet (logged once at start-up).
     pub ignored_keys: Vec<String>,
     /// Other non-fatal findings, e.g. a routing strategy that falls back to simple-shuffle.
@@ -525,6 +529,11 @@ fn validate(
     }
     let group_names: std::collections::HashSet<&str> = deployments.iter().map(|d| d.group.as_str()).collect();
     let mut router = router::validate(raw.router_settings, &raw.litellm_settings, &group_names, lookup)?;
+    let cache = cache::validate(
+        raw.litellm_settings.cache,
+        raw.litellm_settings.cache_params,
+        router.redis_url.as_ref(),
+    )?;
     if raw.general_settings.trace_content.unwrap_or(false) {
         router.trace_content = Some(raw.general_settings.trace_content_redact.clone());
     }
@@ -536,6 +545,7 @@ fn validate(
         access_groups,
         quotas,
         etcd,
+        cache,
         ignored_keys,
         warnings,
     })

@@ -138,6 +138,39 @@ pub struct RawLitellmSettings {
     pub budget_duration: Option<String>,
     /// USD: a budget for each end user (the `user` field of a request).
     pub max_end_user_budget: Option<f64>,
+    /// Response cache on or off.
+    pub cache: Option<bool>,
+    pub cache_params: Option<RawCacheParams>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawCacheParams {
+    /// `local` (default) or `redis`.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub password: Option<String>,
+    #[serde(alias = "redis_url")]
+    pub url: Option<String>,
+    /// Seconds.
+    pub ttl: Option<f64>,
+    pub default_in_memory_ttl: Option<f64>,
+    pub default_in_redis_ttl: Option<f64>,
+    pub namespace: Option<String>,
+    pub supported_call_types: Option<Vec<String>>,
+    /// Entries kept by the local cache.
+    pub max_size: Option<usize>,
+    pub max_size_in_memory: Option<usize>,
+    /// `default_on` or `default_off`.
+    pub mode: Option<String>,
+    /// Switchboard: `shared` (default), `team` or `key`.
+    pub isolation: Option<String>,
+    /// Switchboard: seconds a request waits for an identical one in flight (default 30).
+    pub lock_wait: Option<f64>,
+    /// Switchboard: largest answer stored, in bytes (default 4 MiB).
+    pub max_entry_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

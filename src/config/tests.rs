@@ -391,3 +391,51 @@ fn an_unpriced_hosted_model_warns_and_a_self_hosted_one_does_not() {
     assert!(c.warnings[0].contains("no price known"), "{:?}", c.warnings);
     assert!(c.deployments[1].price.is_none());
 }
+
+#[test]
+fn cache_settings_follow_litellm_and_reject_what_is_not_supported() {
+    let with = |settings: &str| format!("{ISSUE_EXAMPLE}litellm_settings: {settings}\n");
+    let c = Config::parse(&with("{cache: false, cache_params: {type: redis}}"), &env).unwrap();
+    assert!(c.cache.is_none(), "cache: false turns it off");
+    let c = Config::parse(&with("{cache: true}"), &env).unwrap();
+    let cache = c.cache.unwrap();
+    assert!(matches!(cache.backend, CacheBackend::Local { max_size: 10_000 }));
+    assert_eq!(cache.ttl, Duration::from_secs(600));
+    assert!(cache.chat && cache.embeddings && !cache.default_off);
+    let c = Config::parse(
+        &with(
+            "{cache: true, cache_params: {type: redis, host: cache.internal, port: 6380, password: pw, ttl: 30, \
+             supported_call_types: [acompletion, atext_completion], mode: default_off, namespace: prod, isolation: team}}",
+        ),
+        &env,
+    )
+    .unwrap();
+    let cache = c.cache.unwrap();
+    match &cache.backend {
+        CacheBackend::Redis { url } => assert_eq!(url.expose(), "redis://:pw@cache.internal:6380"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(cache.ttl, Duration::from_secs(30));
+    assert!(cache.chat && !cache.embeddings && cache.default_off);
+    assert_eq!(
+        (cache.namespace.as_deref(), cache.isolation),
+        (Some("prod"), Isolation::Team)
+    );
+
+    let e = err(&with("{cache: true, cache_params: {type: redis-semantic}}"));
+    assert!(
+        e.contains("litellm_settings.cache_params.type") && e.contains("not supported"),
+        "{e}"
+    );
+    let e = err(&with("{cache: true, cache_params: {type: redis}}"));
+    assert!(
+        e.contains("router_settings.redis_url"),
+        "redis needs an address: {e}"
+    );
+    let e = err(&with(
+        "{cache: true, cache_params: {supported_call_types: [completion, speech]}}",
+    ));
+    assert!(e.contains("supported_call_types[1]"), "{e}");
+    let e = err(&with("{cache: true, cache_params: {ttl: -1}}"));
+    assert!(e.contains("cache_params.ttl"), "{e}");
+}

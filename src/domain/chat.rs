@@ -18,6 +18,26 @@ pub struct ChatRequest {
     /// Caller metadata; routing and accounting read it, providers never send it.
     pub metadata: BTreeMap<String, String>,
     pub routing: RoutingOptions,
+    /// Response-cache controls for this request.
+    pub cache: CacheControl,
+}
+
+/// Per-request response-cache controls (LiteLLM's `cache` object: `no-cache`, `no-store`, `ttl`,
+/// `s-maxage`, `namespace`, `use-cache`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CacheControl {
+    /// Do not look the answer up (it is still stored).
+    pub no_cache: bool,
+    /// Do not store the answer.
+    pub no_store: bool,
+    /// Keep the stored answer this long instead of the configured TTL.
+    pub ttl: Option<std::time::Duration>,
+    /// Accept only an answer stored at most this long ago.
+    pub s_maxage: Option<std::time::Duration>,
+    /// Share answers only with requests naming the same namespace.
+    pub namespace: Option<String>,
+    /// Opt in (`Some(true)`) under `mode: default_off`, or out (`Some(false)`).
+    pub use_cache: Option<bool>,
 }
 
 /// Per-request routing controls.
@@ -43,7 +63,7 @@ pub struct SamplingParams {
     pub frequency_penalty: Option<f64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Role {
     System,
     User,
@@ -75,7 +95,7 @@ impl Role {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Message {
     pub role: Role,
     pub content: Content,
@@ -97,6 +117,7 @@ impl ChatRequest {
             user: None,
             metadata: BTreeMap::new(),
             routing: RoutingOptions::default(),
+            cache: CacheControl::default(),
         }
     }
 }
@@ -121,7 +142,7 @@ impl Message {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Content {
     Text(String),
     Parts(Vec<ContentPart>),
@@ -145,7 +166,7 @@ impl Content {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum ContentPart {
     Text(String),
     /// An `http(s)` URL or a `data:<mime>;base64,<data>` URL.
@@ -155,7 +176,7 @@ pub enum ContentPart {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ImageDetail {
     Auto,
     Low,
@@ -172,7 +193,7 @@ impl ImageDetail {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ToolCall {
     pub id: String,
     pub name: String,
@@ -209,7 +230,7 @@ pub enum ResponseFormat {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum FinishReason {
     Stop,
     Length,
@@ -240,7 +261,7 @@ impl FinishReason {
 }
 
 /// A whole chat completion.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ChatResponse {
     pub id: String,
     /// The upstream model that answered.
@@ -277,7 +298,7 @@ impl ChatResponse {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Choice {
     pub index: u32,
     pub message: Message,
@@ -285,7 +306,7 @@ pub struct Choice {
 }
 
 /// One streamed chunk.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ChatChunk {
     pub id: String,
     pub model: String,
@@ -295,21 +316,21 @@ pub struct ChatChunk {
     pub usage: Option<Usage>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ChunkChoice {
     pub index: u32,
     pub delta: Delta,
     pub finish_reason: Option<FinishReason>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Delta {
     pub role: Option<Role>,
     pub content: Option<String>,
     pub tool_calls: Vec<ToolCallDelta>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ToolCallDelta {
     pub index: u32,
     pub id: Option<String>,

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{ModelGroup, RoutingOptions, Usage};
+use super::{CacheControl, ModelGroup, RoutingOptions, Usage};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct EmbedRequest {
@@ -13,6 +13,7 @@ pub struct EmbedRequest {
     pub user: Option<String>,
     pub metadata: BTreeMap<String, String>,
     pub routing: RoutingOptions,
+    pub cache: CacheControl,
 }
 
 impl EmbedRequest {
@@ -26,7 +27,7 @@ impl EmbedRequest {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EmbedResponse {
     /// The upstream model that answered.
     pub model: String,

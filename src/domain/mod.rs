@@ -17,7 +17,7 @@ pub use secret::Secret;
 pub use time::{Window, civil_from_days, day_of, days_from_civil, now_ms};
 
 /// Token counts of one call.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Usage {
     pub prompt_tokens: u32,
     pub completion_tokens: u32,

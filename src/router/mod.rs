@@ -67,6 +67,8 @@ pub struct RouteInfo {
     pub fallbacks: Vec<ModelGroup>,
     /// The answering deployment's price (`None`: unknown, costed at $0).
     pub price: Option<Price>,
+    /// The answer came from the response cache (no attempt was made).
+    pub cache_hit: bool,
 }
 
 impl RouteInfo {
@@ -373,6 +375,7 @@ fn finish(done: Done, fallbacks: &[ModelGroup], attempts: Vec<AttemptRecord>) ->
         attempts,
         fallbacks: fallbacks.to_vec(),
         price: d.price,
+        cache_hit: false,
     };
     (done, route)
 }

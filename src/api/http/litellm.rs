@@ -489,6 +489,8 @@ async fn spend_logs(
                 "total_tokens": r.prompt_tokens + r.completion_tokens,
                 "startTime": iso(r.at_ms),
                 "endTime": iso(r.at_ms + r.latency_ms as i64),
+                // LiteLLM's field is the string "True"/"False".
+                "cache_hit": if r.status == "cache_hit" { "True" } else { "False" },
                 "status": r.status,
             })
         })

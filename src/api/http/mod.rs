@@ -30,10 +30,9 @@ use tracing::Instrument as _;
 
 use super::{
     Gateway,
-    admission::MeteredStream,
     error::ApiError,
-    grpc::Ask,
     observe::{self, Scope},
+    pipeline::Call,
 };
 use crate::{domain::Cost, limits::Grant, router::RouteInfo};
 
@@ -201,7 +200,7 @@ fn route_headers(headers: &mut HeaderMap, route: &RouteInfo, started: Instant, i
     put("x-switchboard-model-group", route.group.to_string());
     put("x-switchboard-deployment", route.deployment.to_string());
     put("x-switchboard-attempts", route.attempts.len().to_string());
-    put("x-switchboard-cache-hit", "false".to_string());
+    put("x-switchboard-cache-hit", route.cache_hit.to_string());
     if !route.fallbacks.is_empty() {
         put(
             "x-switchboard-fallbacks",
@@ -275,47 +274,34 @@ async fn chat_inner(
     group.clone_from(&req.model);
     let (stream, include_usage, deadline) = (req.stream, req.include_usage(), deadline(req.timeout));
     let mut req = req.into_domain()?;
-    let messages = &req.messages;
-    let estimate = move || crate::router::estimate_prompt_tokens(messages);
-    let ask = Ask {
+    let call = Call {
+        principal: &principal,
         request_id: &scope.request_id,
-        end_user: req.user.as_deref(),
-        prompt_tokens: &estimate,
-        max_tokens: req.params.max_tokens,
+        deadline,
     };
-    let ticket = s.gateway.admit(&principal, &mut req.model, ask).await?;
-    let grant = ticket.grant();
-    let router = &s.gateway.router;
     if !stream {
-        let (routed, cost) = ticket.settle_routed(router.chat(&req, deadline).await, |v| &v.usage)?;
-        let mut resp = (StatusCode::OK, wire::completion_json(&routed.value)).into_response();
+        let out = s.gateway.chat(call, &mut req).await?;
+        let mut resp = (StatusCode::OK, wire::completion_json(&out.value)).into_response();
         resp.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        route_headers(resp.headers_mut(), &routed.route, started, &ignored);
-        quota_headers(resp.headers_mut(), cost, &grant);
-        return Ok((resp, routed.route));
+        route_headers(resp.headers_mut(), &out.route, started, &ignored);
+        quota_headers(resp.headers_mut(), out.cost, &out.grant);
+        return Ok((resp, out.route));
     }
-    let routed = match router.chat_stream(&req, deadline).await {
-        Ok(r) => r,
-        Err(e) => return Err(ticket.failed(e)),
-    };
-    let route = routed.route().clone();
+    let (stream, grant) = s.gateway.chat_stream(call, &mut req).await?;
+    let route = stream.route().clone();
     observe::first_chunk("http", &route, started.elapsed());
     let mut hdrs = HeaderMap::new();
-    route_headers(&mut hdrs, routed.route(), started, &ignored);
+    route_headers(&mut hdrs, &route, started, &ignored);
     quota_headers(&mut hdrs, Cost::ZERO, &grant);
     hdrs.remove("x-switchboard-cost-usd");
     // Chunks, then `[DONE]` on success; an error event ends the stream without
-    // `[DONE]`, so clients can tell it failed. The ticket settles at the end, or when the caller
-    // goes away, at the cost of what the stream consumed.
-    let metered = MeteredStream {
-        inner: routed,
-        ticket: Some(ticket),
-    };
-    let events = futures_util::stream::unfold(Some(metered), move |state| async move {
+    // `[DONE]`, so clients can tell it failed. A live stream's ticket settles at the end, or when
+    // the caller goes away, at the cost of what the stream consumed.
+    let events = futures_util::stream::unfold(Some(stream), move |state| async move {
         let mut m = state?;
         loop {
-            match m.inner.next().await {
+            match m.next().await {
                 Some(Ok(chunk)) => {
                     if let Some(event) = wire::chunk_event(&chunk, include_usage) {
                         return Some((Bytes::from(event), Some(m)));
@@ -390,24 +376,18 @@ async fn embeddings_inner(
     group.clone_from(&req.model);
     let (base64, deadline) = (req.base64()?, deadline(req.timeout));
     let mut req = req.into_domain()?;
-    let input = &req.input;
-    let estimate = move || crate::domain::EmbedRequest::estimate_input_tokens(input);
-    let ask = Ask {
+    let call = Call {
+        principal: &principal,
         request_id: &scope.request_id,
-        end_user: req.user.as_deref(),
-        prompt_tokens: &estimate,
-        max_tokens: Some(0),
+        deadline,
     };
-    let ticket = s.gateway.admit(&principal, &mut req.model, ask).await?;
-    let grant = ticket.grant();
-    let result = s.gateway.router.embed(&req, deadline).await;
-    let (routed, cost) = ticket.settle_routed(result, |v| &v.usage)?;
-    let mut resp = (StatusCode::OK, wire::embeddings_json(&routed.value, base64)).into_response();
+    let out = s.gateway.embed(call, &mut req).await?;
+    let mut resp = (StatusCode::OK, wire::embeddings_json(&out.value, base64)).into_response();
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    route_headers(resp.headers_mut(), &routed.route, started, &ignored);
-    quota_headers(resp.headers_mut(), cost, &grant);
-    Ok((resp, routed.route))
+    route_headers(resp.headers_mut(), &out.route, started, &ignored);
+    quota_headers(resp.headers_mut(), out.cost, &out.grant);
+    Ok((resp, out.route))
 }
 
 async fn models(State(s): State<Http>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {

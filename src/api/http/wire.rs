@@ -106,6 +106,45 @@ pub struct ChatCompletionRequest {
     disable_fallbacks: Option<bool>,
     /// LiteLLM: request timeout in seconds.
     pub timeout: Option<f64>,
+    /// LiteLLM: per-request cache controls.
+    cache: Option<InCache>,
+}
+
+/// LiteLLM's `cache` object.
+#[derive(Deserialize, Default)]
+struct InCache {
+    #[serde(rename = "no-cache", alias = "no_cache", default)]
+    no_cache: bool,
+    #[serde(rename = "no-store", alias = "no_store", default)]
+    no_store: bool,
+    ttl: Option<f64>,
+    #[serde(rename = "s-maxage", alias = "s_maxage")]
+    s_maxage: Option<f64>,
+    namespace: Option<String>,
+    #[serde(rename = "use-cache", alias = "use_cache")]
+    use_cache: Option<bool>,
+}
+
+impl InCache {
+    fn into_domain(self) -> Result<d::CacheControl, ApiError> {
+        let secs = |v: Option<f64>, field: &str| match v {
+            None => Ok(None),
+            Some(s) => std::time::Duration::try_from_secs_f64(s).map(Some).map_err(|_| {
+                invalid(
+                    field,
+                    format!("must be a non-negative number of seconds, got {s}"),
+                )
+            }),
+        };
+        Ok(d::CacheControl {
+            no_cache: self.no_cache,
+            no_store: self.no_store,
+            ttl: secs(self.ttl, "cache.ttl")?,
+            s_maxage: secs(self.s_maxage, "cache.s-maxage")?,
+            namespace: self.namespace.filter(|n| !n.is_empty()),
+            use_cache: self.use_cache,
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -340,6 +379,7 @@ impl ChatCompletionRequest {
                     .collect(),
                 disable_fallbacks: self.disable_fallbacks.unwrap_or(false),
             },
+            cache: self.cache.unwrap_or_default().into_domain()?,
         };
         crate::api::validate::chat(&req)?;
         Ok(req)
@@ -650,6 +690,7 @@ pub struct EmbeddingsRequest {
     tags: Option<Vec<String>>,
     fallbacks: Option<Vec<String>>,
     pub timeout: Option<f64>,
+    cache: Option<InCache>,
 }
 
 impl EmbeddingsRequest {
@@ -690,6 +731,7 @@ impl EmbeddingsRequest {
                     .collect(),
                 disable_fallbacks: false,
             },
+            cache: self.cache.unwrap_or_default().into_domain()?,
         };
         crate::api::validate::embed(&req)?;
         Ok(req)

@@ -68,6 +68,7 @@ fn request() -> ChatRequest {
         user: Some("u-1".into()),
         metadata: BTreeMap::new(),
         routing: RoutingOptions::default(),
+        cache: CacheControl::default(),
     }
 }
 

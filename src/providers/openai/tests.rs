@@ -62,6 +62,7 @@ fn request() -> ChatRequest {
             tags: vec!["never-sent-either".into()],
             ..Default::default()
         },
+        cache: CacheControl::default(),
     }
 }
 
