@@ -97,7 +97,7 @@ async fn spans_follow_the_rpc_and_genai_conventions_and_leak_nothing() {
     .await;
     let good = FakeOpenAi::replying("fine").await;
     let yaml = format!(
-        "model_list:\n  - {{model_name: g, litellm_params: {{model: openai/gpt-test, api_base: \"{}\", api_key: os.environ/KEY, order: 1}}}}\n  - {{model_name: g, litellm_params: {{model: openai/gpt-test, api_base: \"{}\", api_key: os.environ/KEY, order: 2}}}}\n",
+        "model_list:\n  - {{model_name: g, litellm_params: {{model: openai/gpt-test, api_base: \"{}\", api_key: os.environ/KEY, order: 1}}}}\n  - {{model_name: g, litellm_params: {{model: openai/gpt-test, api_base: \"{}\", api_key: os.environ/KEY, order: 2}}}}\nlitellm_settings: {{cache: true}}\n",
         bad.base(),
         good.base()
     );
@@ -165,7 +165,7 @@ async fn spans_follow_the_rpc_and_genai_conventions_and_leak_nothing() {
         "the cost rides on the server span (unpriced model)"
     );
 
-    // Children of the server span: authentication, admission (budgets and limits), and the
+    // Children of the server span: authentication, the cache lookup, admission (budgets and limits), and the
     // routing decision, whose children are the upstream attempts.
     let child = |name: &str| {
         spans
@@ -175,6 +175,9 @@ async fn spans_follow_the_rpc_and_genai_conventions_and_leak_nothing() {
     };
     child("auth");
     child("admission");
+    let cache = child("cache lookup");
+    assert_eq!(attrs(cache)["switchboard.cache.hit"], "false");
+    assert_eq!(a["switchboard.cache.hit"], "false", "the server span says whether the cache answered");
     let route = child("route g");
     assert_eq!(attrs(route)["switchboard.deployment.id"], "g/openai/gpt-test#2");
     let attempts: Vec<&Span> = spans.iter().filter(|s| s.name == "chat gpt-test").collect();
