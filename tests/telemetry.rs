@@ -177,7 +177,10 @@ async fn spans_follow_the_rpc_and_genai_conventions_and_leak_nothing() {
     child("admission");
     let cache = child("cache lookup");
     assert_eq!(attrs(cache)["switchboard.cache.hit"], "false");
-    assert_eq!(a["switchboard.cache.hit"], "false", "the server span says whether the cache answered");
+    assert_eq!(
+        a["switchboard.cache.hit"], "false",
+        "the server span says whether the cache answered"
+    );
     let route = child("route g");
     assert_eq!(attrs(route)["switchboard.deployment.id"], "g/openai/gpt-test#2");
     let attempts: Vec<&Span> = spans.iter().filter(|s| s.name == "chat gpt-test").collect();

@@ -338,19 +338,7 @@ impl ChatStream {
                 match &item {
                     Some(Ok(chunk)) => {
                         if let Some(r) = &mut self.recorder {
-                            r.bytes += 64
-                                + chunk
-                                    .choices
-                                    .iter()
-                                    .map(|c| {
-                                        c.delta.content.as_ref().map_or(0, String::len)
-                                            + c.delta
-                                                .tool_calls
-                                                .iter()
-                                                .map(|t| t.arguments.as_ref().map_or(0, String::len) + 32)
-                                                .sum::<usize>()
-                                    })
-                                    .sum::<usize>();
+                            r.bytes += crate::cache::chunk_bytes(chunk);
                             if r.bytes > r.limit {
                                 self.recorder = None;
                             } else {

@@ -47,6 +47,43 @@ pub struct Origin {
     pub upstream_model: String,
 }
 
+impl Answer {
+    /// About the size of the answer's text and vectors in bytes: the entry-size limit, checked
+    /// without serialising the answer on the request path.
+    pub fn approx_bytes(&self) -> usize {
+        let message = |m: &crate::domain::Message| {
+            m.content.joined_text().len()
+                + m.tool_calls
+                    .iter()
+                    .map(|t| t.id.len() + t.name.len() + t.arguments.len() + 32)
+                    .sum::<usize>()
+                + 64
+        };
+        match self {
+            Answer::Chat(r) => 256 + r.choices.iter().map(|c| message(&c.message)).sum::<usize>(),
+            Answer::Stream(chunks) => chunks.iter().map(chunk_bytes).sum(),
+            // Vectors are written as decimal text: about 12 bytes per number.
+            Answer::Embed(r) => 128 + r.data.iter().map(|v| v.len() * 12 + 4).sum::<usize>(),
+        }
+    }
+}
+
+/// About the size of one stream chunk in bytes (see [`Answer::approx_bytes`]).
+pub fn chunk_bytes(c: &ChatChunk) -> usize {
+    128 + c
+        .choices
+        .iter()
+        .map(|ch| {
+            ch.delta.content.as_ref().map_or(0, String::len)
+                + ch.delta
+                    .tool_calls
+                    .iter()
+                    .map(|t| t.arguments.as_ref().map_or(0, String::len) + 32)
+                    .sum::<usize>()
+        })
+        .sum::<usize>()
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Entry {
     pub answer: Answer,
@@ -324,21 +361,14 @@ impl Fill {
         if !self.store {
             return;
         }
+        if answer.approx_bytes() > self.cache.settings.max_entry_bytes {
+            metrics::counter!("switchboard_cache_too_large_total", "kind" => kind.as_str()).increment(1);
+            return;
+        }
         let entry = Entry {
             answer,
             origin,
             stored_at_ms: now_ms(),
-        };
-        let bytes = match serde_json::to_vec(&entry) {
-            Ok(b) if b.len() <= self.cache.settings.max_entry_bytes => b,
-            Ok(_) => {
-                metrics::counter!("switchboard_cache_too_large_total", "kind" => kind.as_str()).increment(1);
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cache: cannot encode an answer");
-                return;
-            }
         };
         metrics::counter!("switchboard_cache_stores_total", "kind" => kind.as_str()).increment(1);
         let release = self.release.take();
@@ -349,9 +379,14 @@ impl Fill {
             }
             Backend::Redis(r) => {
                 let (r, key, ttl) = (r.clone(), self.key, self.ttl);
+                // Encoded and written off the request path; waiters are woken once it is readable.
                 tokio::spawn(async move {
-                    r.put(&key, bytes, ttl).await;
-                    // Waiters are woken once the answer is readable.
+                    match serde_json::to_vec(&entry) {
+                        Ok(bytes) => {
+                            r.put(&key, bytes, ttl).await;
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cache: cannot encode an answer"),
+                    }
                     drop(release);
                 });
             }
