@@ -4,7 +4,8 @@
 mod admin;
 mod admission;
 pub mod client;
-mod convert;
+#[doc(hidden)]
+pub mod convert; // public for benches/ only
 pub mod error;
 mod grpc;
 pub mod http;

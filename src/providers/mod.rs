@@ -70,6 +70,37 @@ pub trait Provider: Send + Sync {
 /// Azure OpenAI `api-version` when neither the deployment nor `AZURE_API_VERSION` sets one (GA).
 pub const AZURE_API_VERSION: &str = "2024-10-21";
 
+/// Pure translation and parsing entry points for the criterion benchmarks in `benches/` (the wire
+/// modules stay private). Not part of the API.
+#[doc(hidden)]
+pub mod bench {
+    use crate::domain::{ChatChunk, ChatRequest, ChatResponse};
+
+    /// The OpenAI request body, serialised.
+    pub fn openai_body(req: &ChatRequest) -> Vec<u8> {
+        serde_json::to_vec(&super::openai::wire::chat_body(req, "gpt-4o", false)).unwrap_or_default()
+    }
+
+    pub fn openai_parse(body: &[u8]) -> Option<ChatResponse> {
+        super::openai::wire::parse_chat(body).ok()
+    }
+
+    pub fn openai_chunk(data: &str) -> Option<ChatChunk> {
+        super::openai::wire::parse_chunk(data).ok()
+    }
+
+    /// The Anthropic Messages request body, serialised.
+    pub fn anthropic_body(req: &ChatRequest) -> Vec<u8> {
+        super::anthropic::wire::request(req, "claude-sonnet-4-5", false, true)
+            .map(|v| serde_json::to_vec(&v).unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    pub fn anthropic_parse(body: &[u8]) -> Option<ChatResponse> {
+        super::anthropic::wire::parse_response(body, false).ok()
+    }
+}
+
 /// Builds the provider for one configured deployment.
 pub fn build(dep: &DeploymentConfig, http: &HttpClient) -> Arc<dyn Provider> {
     if let Some(text) = &dep.mock_response {

@@ -170,6 +170,25 @@ impl Router {
         &self.state
     }
 
+    /// One routing decision without I/O (the group's state snapshot and a pick among all of its
+    /// deployments), for the criterion benchmarks in `benches/`. Not part of the API.
+    #[doc(hidden)]
+    pub fn bench_pick(&self, group: &ModelGroup, stream: bool) -> Option<DeploymentId> {
+        let table = self.table();
+        let g = table.groups.get(group)?;
+        let mut views = Vec::with_capacity(g.ids.len());
+        self.state.views(&g.ids, &mut views);
+        let eligible: Vec<usize> = (0..g.deployments.len()).collect();
+        let pick = pick::Pick {
+            strategy: g.strategy,
+            deployments: &g.deployments,
+            views: &views,
+            stream,
+            lowest_latency_buffer: table.settings.lowest_latency_buffer,
+        };
+        pick.choose(&eligible).map(|i| g.deployments[i].id.clone())
+    }
+
     pub async fn chat(
         &self,
         req: &ChatRequest,

@@ -1,7 +1,7 @@
 //! OpenAI Chat Completions and Embeddings, for OpenAI itself, Azure OpenAI and every compatible
 //! server (vLLM, Ollama's /v1, Groq, Together, Mistral, ...).
 
-mod wire;
+pub(crate) mod wire;
 
 use http::{HeaderMap, HeaderValue, Method, header};
 
