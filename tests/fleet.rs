@@ -103,13 +103,17 @@ async fn rpm_holds_exactly_across_three_replicas_under_a_burst() {
     let up = FakeOpenAi::replying("ok").await;
     let yaml = fleet_config(&redis, &[("only", &up, "rpm: 60")], "num_retries: 0");
     let gws = fleet(3, &yaml).await;
-    // The window is the server's minute: do not start a burst that could straddle two.
-    if redis.seconds_into_minute().await > 50 {
+    let mut clients = Vec::new();
+    for gw in &gws {
+        clients.push(gw.chat().await);
+    }
+    // The window is the server's minute: do not start a burst that could straddle two (checked
+    // last, right before the burst, with room for a slow machine).
+    if redis.seconds_into_minute().await > 40 {
         tokio::time::sleep(Duration::from_secs(61 - redis.seconds_into_minute().await)).await;
     }
     let mut calls = Vec::new();
-    for gw in &gws {
-        let client = gw.chat().await;
+    for client in clients {
         for _ in 0..50 {
             let mut c = client.clone();
             calls.push(tokio::spawn(

@@ -31,6 +31,11 @@ pub(super) struct Call<'a> {
     pub deadline: Option<Instant>,
 }
 
+enum Cached<T> {
+    Hit(Served<T>),
+    Miss(Option<crate::cache::Fill>),
+}
+
 /// A served unary call.
 pub(super) struct Served<T> {
     pub value: T,
@@ -125,6 +130,35 @@ impl Gateway {
         route
     }
 
+    /// What a lookup means for a unary call: the served hit (booked at zero cost), or the fill
+    /// that stores the answer about to be fetched (none when the cache does not apply).
+    fn resolve<T: Clone>(
+        &self,
+        call: Call<'_>,
+        model: &ModelGroup,
+        end_user: Option<&str>,
+        found: Option<Lookup>,
+        answer: fn(&Answer) -> Option<(&T, &Usage)>,
+    ) -> Cached<T> {
+        match found {
+            Some(Lookup::Hit { entry, .. }) => match answer(&entry.answer) {
+                Some((value, usage)) => {
+                    let route = self.book_hit(call, model, end_user, &entry, usage);
+                    Cached::Hit(Served {
+                        value: value.clone(),
+                        route,
+                        cost: Cost::ZERO,
+                        grant: Grant::default(),
+                    })
+                }
+                // An entry of another kind cannot sit under this key (the kind is hashed in).
+                None => Cached::Miss(None),
+            },
+            Some(Lookup::Miss(fill)) => Cached::Miss(Some(fill)),
+            None => Cached::Miss(None),
+        }
+    }
+
     /// A unary chat completion.
     pub(super) async fn chat(
         &self,
@@ -132,26 +166,17 @@ impl Gateway {
         req: &mut ChatRequest,
     ) -> Result<Served<ChatResponse>, ApiError> {
         self.authorize(call.principal, &mut req.model)?;
-        let fill = match self
+        let found = self
             .look_up(Kind::Chat, call.principal, &req.model, &req.cache, |p| {
                 key::chat(req, false, p)
             })
-            .await
-        {
-            Some(Lookup::Hit { entry, .. }) => match &entry.answer {
-                Answer::Chat(resp) => {
-                    let route = self.book_hit(call, &req.model, req.user.as_deref(), &entry, &resp.usage);
-                    return Ok(Served {
-                        value: resp.clone(),
-                        route,
-                        cost: Cost::ZERO,
-                        grant: Grant::default(),
-                    });
-                }
-                _ => None,
-            },
-            Some(Lookup::Miss(fill)) => Some(fill),
-            None => None,
+            .await;
+        let fill = match self.resolve(call, &req.model, req.user.as_deref(), found, |a| match a {
+            Answer::Chat(r) => Some((r, &r.usage)),
+            _ => None,
+        }) {
+            Cached::Hit(served) => return Ok(served),
+            Cached::Miss(fill) => fill,
         };
         let messages = &req.messages;
         let estimate = move || crate::router::estimate_prompt_tokens(messages);
@@ -187,26 +212,17 @@ impl Gateway {
         req: &mut EmbedRequest,
     ) -> Result<Served<EmbedResponse>, ApiError> {
         self.authorize(call.principal, &mut req.model)?;
-        let fill = match self
+        let found = self
             .look_up(Kind::Embed, call.principal, &req.model, &req.cache, |p| {
                 key::embed(req, p)
             })
-            .await
-        {
-            Some(Lookup::Hit { entry, .. }) => match &entry.answer {
-                Answer::Embed(resp) => {
-                    let route = self.book_hit(call, &req.model, req.user.as_deref(), &entry, &resp.usage);
-                    return Ok(Served {
-                        value: resp.clone(),
-                        route,
-                        cost: Cost::ZERO,
-                        grant: Grant::default(),
-                    });
-                }
-                _ => None,
-            },
-            Some(Lookup::Miss(fill)) => Some(fill),
-            None => None,
+            .await;
+        let fill = match self.resolve(call, &req.model, req.user.as_deref(), found, |a| match a {
+            Answer::Embed(r) => Some((r, &r.usage)),
+            _ => None,
+        }) {
+            Cached::Hit(served) => return Ok(served),
+            Cached::Miss(fill) => fill,
         };
         let input = &req.input;
         let estimate = move || EmbedRequest::estimate_input_tokens(input);

@@ -143,23 +143,8 @@ fn lock_key(key: &CacheKey) -> String {
 impl RedisStore {
     /// Connects in the background (retrying); until connected the cache is bypassed.
     pub fn start(url: String) -> Arc<Self> {
-        let redis = Arc::new(ArcSwapOption::empty());
-        let slot = Arc::downgrade(&redis);
-        tokio::spawn(async move {
-            loop {
-                let Some(slot) = slot.upgrade() else { return };
-                if slot.load().is_none() {
-                    match Redis::connect(&url, Duration::from_secs(1), COMMAND_TIMEOUT).await {
-                        Ok(r) => slot.store(Some(Arc::new(r))),
-                        Err(e) => tracing::debug!(error = %e, "cache: redis connect failed"),
-                    }
-                }
-                drop(slot);
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        });
         Arc::new(Self {
-            redis,
+            redis: crate::cluster::redis::connect_in_background(url, COMMAND_TIMEOUT, "cache"),
             down_until: AtomicI64::new(0),
             unlock: Script::new(UNLOCK),
             token: format!("{:032x}", fastrand::u128(..)),

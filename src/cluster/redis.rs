@@ -57,6 +57,32 @@ impl Redis {
     }
 }
 
+/// A Redis connected in the background: empty until the first connection succeeds (retried every
+/// half second for as long as the slot is alive); the connection manager reconnects after that.
+/// Users treat an empty slot as "Redis unavailable" and apply their failure rules.
+pub fn connect_in_background(
+    url: String,
+    response_timeout: Duration,
+    who: &'static str,
+) -> std::sync::Arc<arc_swap::ArcSwapOption<Redis>> {
+    let redis = std::sync::Arc::new(arc_swap::ArcSwapOption::empty());
+    let slot = std::sync::Arc::downgrade(&redis);
+    tokio::spawn(async move {
+        loop {
+            let Some(slot) = slot.upgrade() else { return };
+            if slot.load().is_none() {
+                match Redis::connect(&url, Duration::from_secs(1), response_timeout).await {
+                    Ok(r) => slot.store(Some(std::sync::Arc::new(r))),
+                    Err(e) => tracing::debug!(error = %e, who, "redis connect failed"),
+                }
+            }
+            drop(slot);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    redis
+}
+
 /// `sb:v1:{<deployment>}`: the base of every key of one deployment (one hash slot).
 pub fn deployment_base(deployment: &str) -> String {
     format!("{PREFIX}:{{{deployment}}}")

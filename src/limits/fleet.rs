@@ -205,21 +205,7 @@ impl FleetLedger {
     /// `guarded`: a leader checkpoints spend (etcd is configured), so admissions wait for a Redis
     /// that lost its data to be restored first.
     pub fn start(url: String, guarded: bool) -> Arc<Self> {
-        let redis = Arc::new(ArcSwapOption::empty());
-        let slot = Arc::downgrade(&redis);
-        tokio::spawn(async move {
-            loop {
-                let Some(slot) = slot.upgrade() else { return };
-                if slot.load().is_none() {
-                    match Redis::connect(&url, Duration::from_secs(1), Duration::from_millis(500)).await {
-                        Ok(r) => slot.store(Some(Arc::new(r))),
-                        Err(e) => tracing::debug!(error = %e, "ledger: redis connect failed"),
-                    }
-                }
-                drop(slot);
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        });
+        let redis = crate::cluster::redis::connect_in_background(url, Duration::from_millis(500), "ledger");
         Arc::new(Self {
             guarded,
             redis,
