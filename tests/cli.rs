@@ -288,3 +288,88 @@ async fn load_tool_reports_latency_throughput_and_server_cpu() {
         assert!(text.contains("server cpu_us_per_request "), "{text}");
     }
 }
+
+/// A warning logged inside a request (a failed upstream attempt) carries the request's id and the
+/// caller's trace id, in the JSON log format, with no key in the line.
+#[tokio::test]
+async fn log_lines_inside_a_request_carry_its_request_and_trace_ids() {
+    use common::fake_openai::{Behavior, FakeOpenAi, error_body};
+    let bad = FakeOpenAi::start(|_| Behavior::Error {
+        status: 500,
+        body: error_body("boom", "server_error", None),
+        headers: vec![],
+    })
+    .await;
+    let good = FakeOpenAi::replying("fine").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "model_list:\n  - {{model_name: g, litellm_params: {{model: openai/a, api_base: \"{}\", api_key: sk-log-provider-secret, order: 1}}}}\n  - {{model_name: g, litellm_params: {{model: openai/b, api_base: \"{}\", api_key: sk-log-provider-secret, order: 2}}}}\n",
+            bad.base(),
+            good.base()
+        ),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = dir.path().join("log.jsonl");
+    let mut child = switchboard()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("RUST_LOG", "info")
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    common::wait_ready(&url).await;
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let resp = common::http()
+        .post(format!("{url}/v1/chat/completions"))
+        .header("x-request-id", "req-logs-1")
+        .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+        .json(&serde_json::json!({"model": "g", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut line = None;
+    for _ in 0..50 {
+        let text = std::fs::read_to_string(&log).unwrap();
+        line = text
+            .lines()
+            .find(|l| l.contains("upstream attempt failed"))
+            .map(str::to_string);
+        if line.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = line.expect("the failed attempt is logged");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["request_id"], "req-logs-1", "{line}");
+    assert_eq!(v["trace_id"], trace, "{line}");
+    assert_eq!(v["level"], "WARN");
+    assert!(!line.contains("sk-log-provider-secret"), "{line}");
+    let all = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !all.contains("sk-log-provider-secret"),
+        "no log line holds the provider key"
+    );
+    let startup = all.lines().next().unwrap();
+    assert!(
+        serde_json::from_str::<serde_json::Value>(startup)
+            .unwrap()
+            .get("request_id")
+            .is_none(),
+        "lines outside a request have no request id: {startup}"
+    );
+}

@@ -208,7 +208,7 @@ async fn served<T>(
     group: String,
     work: impl std::future::Future<Output = Result<(Response<T>, RouteInfo), ApiError>>,
 ) -> Result<Response<T>, Status> {
-    match work.instrument(scope.span.clone()).await {
+    match scope.run(work).await {
         Ok((mut resp, route)) => {
             scope.ok(&route, &router.table());
             route_metadata(resp.metadata_mut(), &route);

@@ -8,15 +8,36 @@ use tracing::field::Empty;
 use super::error::ApiError;
 use crate::{
     router::{RouteError, RouteInfo, RoutingTable},
-    telemetry::propagation,
+    telemetry::{logline, propagation},
 };
 
 /// A request in progress: its span, its clock, its surface.
 pub struct Scope {
     pub span: tracing::Span,
     pub request_id: String,
+    /// On every log line of the request (see [`logline`]).
+    ids: logline::RequestIds,
     started: Instant,
     surface: &'static str,
+}
+
+/// The request's ids for its log lines: the trace id is ours when traces are exported, else the
+/// caller's `traceparent`.
+fn ids(span: &tracing::Span, request_id: &str, headers: &http::HeaderMap) -> logline::RequestIds {
+    let ours = (!span.is_disabled())
+        .then(|| propagation::trace_id(span))
+        .flatten();
+    let trace_id = ours.map(Into::into).or_else(|| {
+        headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(logline::trace_id_of)
+            .map(Into::into)
+    });
+    logline::RequestIds {
+        request_id: request_id.into(),
+        trace_id,
+    }
 }
 
 fn request_id(headers: &http::HeaderMap) -> String {
@@ -53,6 +74,7 @@ impl Scope {
         );
         propagation::adopt_parent(&span, headers);
         Self {
+            ids: ids(&span, &request_id, headers),
             span,
             request_id,
             started: Instant::now(),
@@ -84,11 +106,18 @@ impl Scope {
         );
         propagation::adopt_parent(&span, headers);
         Self {
+            ids: ids(&span, &request_id, headers),
             span,
             request_id,
             started: Instant::now(),
             surface: "http",
         }
+    }
+
+    /// Runs the request's work in its span, with its ids on every log line.
+    pub async fn run<F: std::future::Future>(&self, work: F) -> F::Output {
+        use tracing::Instrument as _;
+        logline::with_ids(self.ids.clone(), work.instrument(self.span.clone())).await
     }
 
     /// When the request started (for time-to-first-chunk).
@@ -155,7 +184,7 @@ impl Scope {
             format!("{code:?}").to_ascii_lowercase(),
             self.elapsed(),
         );
-        let trace_id = crate::telemetry::propagation::trace_id(&self.span).unwrap_or_default();
+        let trace_id = self.ids.trace_id.as_deref().unwrap_or_default();
         tracing::info!(parent: &self.span, request_id = %self.request_id, trace_id, reason, code = ?code, "request failed");
     }
 }

@@ -3,6 +3,7 @@
 //! wait on the collector, W3C trace context in and out. Metrics: a Prometheus scrape endpoint.
 
 pub mod content;
+pub mod logline;
 pub mod propagation;
 mod queue;
 
@@ -180,11 +181,7 @@ pub fn init(format: LogFormat, traces: &TraceSettings) -> anyhow::Result<Telemet
     });
     let events_only = tracing_subscriber::filter::filter_fn(|meta| meta.is_event());
     let logs = match format {
-        LogFormat::Json => fmt::layer()
-            .json()
-            .with_current_span(false)
-            .with_span_list(false)
-            .boxed(),
+        LogFormat::Json => fmt::layer().event_format(logline::JsonWithRequest).boxed(),
         LogFormat::Text => fmt::layer().compact().boxed(),
     };
     // Without trace export, spans are disabled globally, at their callsites: an absent (`None`)

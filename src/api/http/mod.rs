@@ -26,8 +26,6 @@ use futures_util::StreamExt;
 use serde_json::json;
 use tokio::time::Instant;
 
-use tracing::Instrument as _;
-
 use super::{
     Gateway,
     error::ApiError,
@@ -233,8 +231,8 @@ fn route_headers(headers: &mut HeaderMap, route: &RouteInfo, started: Instant, i
 async fn chat(State(s): State<Http>, headers: HeaderMap, body: Body) -> Response {
     let scope = Scope::http("/v1/chat/completions", &headers);
     let mut group = String::new();
-    let result = chat_inner(&s, &headers, body, &scope, &mut group)
-        .instrument(scope.span.clone())
+    let result = scope
+        .run(chat_inner(&s, &headers, body, &scope, &mut group))
         .await;
     finish(&s, &scope, &group, result)
 }
@@ -356,8 +354,8 @@ fn quota_headers(headers: &mut HeaderMap, cost: Cost, grant: &Grant) {
 async fn embeddings(State(s): State<Http>, headers: HeaderMap, body: Body) -> Response {
     let scope = Scope::http("/v1/embeddings", &headers);
     let mut group = String::new();
-    let result = embeddings_inner(&s, &headers, body, &scope, &mut group)
-        .instrument(scope.span.clone())
+    let result = scope
+        .run(embeddings_inner(&s, &headers, body, &scope, &mut group))
         .await;
     finish(&s, &scope, &group, result)
 }
