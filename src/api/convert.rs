@@ -400,3 +400,46 @@ pub fn embed_response(v: d::EmbedResponse, routed: &RouteInfo, cost: d::Cost) ->
             .collect(),
     }
 }
+
+#[cfg(test)]
+mod robustness {
+    use prost::Message as _;
+
+    use super::*;
+    use crate::domain::arbitrary::Rng;
+
+    /// Random bytes as a protobuf ChatRequest/EmbedRequest, and valid messages with bytes flipped:
+    /// a decode error or a validation error, never a panic.
+    #[test]
+    fn random_protobuf_never_panics() {
+        let mut rng = Rng(0xE703_7ED1_A0B4_28DB);
+        let valid = pb::ChatRequest {
+            model: "g".into(),
+            messages: vec![pb::Message {
+                role: pb::Role::User as i32,
+                content: "hi".into(),
+                ..Default::default()
+            }],
+            temperature: Some(0.5),
+            max_tokens: Some(10),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        for round in 0..20_000 {
+            let bytes: Vec<u8> = if round % 2 == 0 {
+                (0..rng.below(64)).map(|_| rng.next_u64() as u8).collect()
+            } else {
+                let mut b = valid.clone();
+                let i = rng.below(b.len());
+                b[i] = rng.next_u64() as u8;
+                b
+            };
+            if let Ok(r) = pb::ChatRequest::decode(bytes.as_slice()) {
+                let _ = chat_request(r);
+            }
+            if let Ok(r) = pb::EmbedRequest::decode(bytes.as_slice()) {
+                let _ = embed_request(r);
+            }
+        }
+    }
+}

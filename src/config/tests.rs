@@ -439,3 +439,25 @@ fn cache_settings_follow_litellm_and_reject_what_is_not_supported() {
     let e = err(&with("{cache: true, cache_params: {ttl: -1}}"));
     assert!(e.contains("cache_params.ttl"), "{e}");
 }
+
+#[test]
+fn random_configs_never_panic() {
+    use crate::domain::arbitrary::{Rng, json};
+    let mut rng = Rng(0xD1B5_4A32_D192_ED03);
+    for _ in 0..3000 {
+        // JSON is YAML: random documents built from the config's own key names.
+        let doc = json(&mut rng, 5).to_string();
+        let _ = Config::parse(&doc, &env);
+    }
+    // The example with one byte changed at every position.
+    let base = ISSUE_EXAMPLE.as_bytes();
+    for i in 0..base.len() {
+        for b in [b':', b'-', b'{', b' ', b'\n', b'"', b'\''] {
+            let mut text = base.to_vec();
+            text[i] = b;
+            if let Ok(text) = String::from_utf8(text) {
+                let _ = Config::parse(&text, &env);
+            }
+        }
+    }
+}

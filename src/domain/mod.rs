@@ -1,5 +1,7 @@
 //! Canonical types every layer speaks. No I/O here, and no tonic, reqwest or redis types.
 
+#[cfg(test)]
+pub mod arbitrary;
 mod chat;
 mod embed;
 mod error;

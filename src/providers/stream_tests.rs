@@ -193,3 +193,39 @@ async fn garbage_never_panics() {
         }
     }
 }
+
+#[test]
+fn unary_parsers_never_panic_on_garbage() {
+    use crate::domain::arbitrary::{Rng, body};
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let embed = EmbedRequest {
+        model: ModelGroup::new("g"),
+        input: vec!["a".into(), "b".into()],
+        dimensions: None,
+        user: None,
+        metadata: Default::default(),
+        routing: Default::default(),
+        cache: Default::default(),
+    };
+    let mut headers = http::HeaderMap::new();
+    headers.insert("retry-after", "7".parse().unwrap());
+    for (model, _) in cases() {
+        let w = wire(model);
+        for _ in 0..1500 {
+            let b = body(&mut rng);
+            let _ = w.parse_chat(&req(), &b);
+            let _ = w.parse_embed(&embed, &b);
+            let status = [400, 401, 404, 408, 413, 429, 500, 503, 529][rng.below(9)];
+            let e = w.parse_error(status, &headers, &b);
+            // Whatever the body says, the status decides the class of a throttle.
+            if status == 429 {
+                assert_eq!(
+                    e.class,
+                    ErrorClass::RateLimited,
+                    "{model}: {}",
+                    String::from_utf8_lossy(&b)
+                );
+            }
+        }
+    }
+}

@@ -761,3 +761,26 @@ pub fn embeddings_json(r: &d::EmbedResponse, base64: bool) -> Vec<u8> {
     });
     serde_json::to_vec(&body).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod robustness {
+    use super::*;
+    use crate::domain::arbitrary::{Rng, body};
+
+    /// Random and corrupted bodies on the HTTP surface: a clear error or a valid request, no panic.
+    #[test]
+    fn random_bodies_never_panic() {
+        let mut rng = Rng(0xA076_1D64_78BD_642F);
+        for _ in 0..5000 {
+            let b = body(&mut rng);
+            if let Ok((req, _)) = parse::<ChatCompletionRequest>(&b) {
+                let _ = req.include_usage();
+                let _ = req.into_domain();
+            }
+            if let Ok((req, _)) = parse::<EmbeddingsRequest>(&b) {
+                let _ = req.base64();
+                let _ = req.into_domain();
+            }
+        }
+    }
+}
