@@ -369,30 +369,40 @@ async fn phase(a: &Args, client: &Client, pid: Option<u32>) -> Report {
             }
         }
         Some(rate) => {
-            let (client, totals, measuring, stop) =
-                (client.clone(), totals.clone(), measuring.clone(), stop.clone());
-            let limit = Arc::new(tokio::sync::Semaphore::new(a.connections));
-            tasks.push(tokio::spawn(async move {
-                let interval = Duration::from_secs_f64(1.0 / rate);
-                let mut due = Instant::now();
-                let mut i = 0usize;
-                while !stop.load(Ordering::Relaxed) {
-                    tokio::time::sleep_until(due).await;
-                    let scheduled = due;
-                    due += interval;
-                    i += 1;
-                    let Ok(permit) = limit.clone().acquire_owned().await else {
-                        break;
-                    };
-                    let (client, totals, measuring) = (client.clone(), totals.clone(), measuring.clone());
-                    tokio::spawn(async move {
-                        let r = client.call(i, stream).await;
-                        // From the scheduled time: queueing behind a slow server counts.
-                        totals.record(measuring.load(Ordering::Relaxed), scheduled.elapsed(), r);
-                        drop(permit);
-                    });
-                }
-            }));
+            // A fixed pool of callers takes the schedule's slots in turn, with no task or timer
+            // per request: slot i is due at start + i/rate. A caller behind schedule sends at once
+            // and its latency counts from the slot's due time, so a server that falls behind is
+            // charged for the queueing (no coordinated omission), with at most `connections` in
+            // flight. A caller ahead of schedule sleeps, and counts from when it woke: the timer's
+            // lateness is the generator's, not the server's.
+            let start = Instant::now();
+            let next = Arc::new(AtomicU64::new(0));
+            for _ in 0..a.connections {
+                let (client, totals, measuring, stop, next) = (
+                    client.clone(),
+                    totals.clone(),
+                    measuring.clone(),
+                    stop.clone(),
+                    next.clone(),
+                );
+                tasks.push(tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let due = start + Duration::from_secs_f64(i as f64 / rate);
+                        let from = if due > Instant::now() {
+                            tokio::time::sleep_until(due).await;
+                            if stop.load(Ordering::Relaxed) {
+                                break;
+                            }
+                            Instant::now()
+                        } else {
+                            due
+                        };
+                        let r = client.call(i as usize, stream).await;
+                        totals.record(measuring.load(Ordering::Relaxed), from.elapsed(), r);
+                    }
+                }));
+            }
         }
     }
 
