@@ -22,9 +22,6 @@ use crate::{
     router::{DeploymentState, FleetState, LocalState, Router, RoutingTable},
 };
 
-/// Largest request message accepted (images travel base64-encoded inside messages).
-const MAX_REQUEST_BYTES: usize = 32 << 20;
-
 /// Serves the gateway on `listener` until `shutdown` resolves, then drains: readiness and gRPC health
 /// turn NOT_SERVING first, and in-flight calls and streams finish.
 pub async fn run(
@@ -60,6 +57,7 @@ pub async fn run_with(
         drain_timeout: std::time::Duration::from_secs(30),
         config_path: None,
         advertise: None,
+        tls: None,
     };
     run_as(listeners, config, options, shutdown).await
 }
@@ -76,6 +74,8 @@ pub struct Options {
     /// `host:port` other replicas reach this one at (default: the listen address, with the
     /// hostname for an unspecified IP).
     pub advertise: Option<String>,
+    /// Serve TLS (and require client certificates, if it says so) on every listener.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Puts the etcd spend checkpoint back into a Redis that lost its data. Any replica may: restoring
@@ -127,6 +127,28 @@ async fn checkpoint_spend(
     }
 }
 
+/// Serves `app` on `listener` (through TLS when configured) until `stopped` resolves and the
+/// connections drain.
+async fn serve(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    app: axum::Router,
+    stopped: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    match tls {
+        Some(config) => {
+            let listener = api::tls::TlsListener::new(listener, config)?;
+            axum::serve(listener, app).with_graceful_shutdown(stopped).await
+        }
+        None => {
+            let listener = listener.tap_io(|s| {
+                let _ = s.set_nodelay(true);
+            });
+            axum::serve(listener, app).with_graceful_shutdown(stopped).await
+        }
+    }
+}
+
 /// Where peers reach this replica.
 fn advertised(listen: std::net::SocketAddr, advertise: Option<String>) -> String {
     advertise.unwrap_or_else(|| {
@@ -155,6 +177,7 @@ pub async fn run_as(
         drain_timeout,
         config_path,
         advertise,
+        tls,
     } = options;
     let listener = listeners.main;
     let address = advertised(listener.local_addr()?, advertise);
@@ -287,6 +310,7 @@ pub async fn run_as(
             );
             crate::cache::ResponseCache::new(c)
         }),
+        limits: config.limits,
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -301,7 +325,7 @@ pub async fn run_as(
 
     let chat = ChatServiceServer::new(ChatApi(gateway.clone()))
         .accept_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(MAX_REQUEST_BYTES);
+        .max_decoding_message_size(config.limits.max_request_bytes);
     let gateway_http = gateway.clone();
     let admin = AdminServiceServer::new(AdminApi {
         gateway: gateway.clone(),
@@ -310,7 +334,7 @@ pub async fn run_as(
     });
     let embeddings = EmbeddingsServiceServer::new(EmbeddingsApi(gateway))
         .accept_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(MAX_REQUEST_BYTES);
+        .max_decoding_message_size(config.limits.max_request_bytes);
     let readiness = api::http::Readiness::default();
     readiness.set(true);
     let app = tonic::service::Routes::new(chat)
@@ -330,9 +354,6 @@ pub async fn run_as(
         .collect::<std::collections::BTreeSet<_>>();
     tracing::info!(%addr, deployments = config.deployments.len(), groups = ?groups, "switchboard listening");
 
-    let listener = listener.tap_io(|s| {
-        let _ = s.set_nodelay(true);
-    });
     // One shutdown signal for every listener.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let http_server = listeners.http.map(|http_listener| {
@@ -340,16 +361,10 @@ pub async fn run_as(
         let routes = api::http::routes(gateway_http.clone(), readiness.clone());
         let addr = http_listener.local_addr().ok();
         tracing::info!(addr = ?addr, "HTTP surface also listening");
-        let http_listener = http_listener.tap_io(|s| {
-            let _ = s.set_nodelay(true);
-        });
-        tokio::spawn(async move {
-            axum::serve(http_listener, routes)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .await
-        })
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        tokio::spawn(serve(http_listener, tls.clone(), routes, stopped))
     });
     let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
     let drain = async move {
@@ -367,9 +382,7 @@ pub async fn run_as(
             .set_not_serving::<EmbeddingsServiceServer<EmbeddingsApi>>()
             .await;
     };
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(drain)
-        .into_future();
+    let server = serve(listener, tls, app, drain);
     tokio::pin!(server);
     tokio::select! {
         r = &mut server => r?,

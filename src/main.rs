@@ -43,6 +43,15 @@ enum Command {
         /// Seconds that in-flight calls and streams get to finish after SIGTERM.
         #[arg(long, env = "SWITCHBOARD_SHUTDOWN_TIMEOUT", default_value_t = 30.0)]
         shutdown_timeout: f64,
+        /// Serve TLS on every port with this PEM certificate chain (with --tls-key).
+        #[arg(long, env = "SWITCHBOARD_TLS_CERT", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The PEM private key of --tls-cert.
+        #[arg(long, env = "SWITCHBOARD_TLS_KEY", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Require client certificates signed by one of these PEM CAs (mutual TLS).
+        #[arg(long, env = "SWITCHBOARD_TLS_CLIENT_CA", requires = "tls_cert")]
+        tls_client_ca: Option<PathBuf>,
     },
     /// Validate a config file and print the resolved model groups (never the secrets).
     CheckConfig { file: PathBuf },
@@ -137,6 +146,9 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             advertise_address,
             etcd,
             shutdown_timeout,
+            tls_cert,
+            tls_key,
+            tls_client_ca,
         } => {
             let replica_id = replica_id.unwrap_or_else(default_replica_id);
             let telemetry = telemetry::init(log_format, &telemetry::TraceSettings::from_env(&replica_id))?;
@@ -171,6 +183,17 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 drain_timeout,
                 config_path: Some(config_path),
                 advertise: advertise_address,
+                tls: match (tls_cert, tls_key) {
+                    (Some(cert), Some(key)) => Some(
+                        switchboard::api::tls::TlsFiles {
+                            cert,
+                            key,
+                            client_ca: tls_client_ca,
+                        }
+                        .server_config()?,
+                    ),
+                    _ => None,
+                },
             };
             let result = switchboard::app::run_as(listeners, config, options, shutdown_signal()).await;
             telemetry.shutdown().await;

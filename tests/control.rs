@@ -477,7 +477,7 @@ async fn a_leader_shutting_down_hands_over_without_waiting_for_its_lease() {
     .await;
     let view = cluster(&p1.url).await;
     let leader = view.replicas.iter().find(|r| r.leader).unwrap().clone();
-    let (going, staying) = if p1.url.ends_with(&leader.address) {
+    let (mut going, staying) = if p1.url.ends_with(&leader.address) {
         (p1, p2)
     } else {
         (p2, p1)

@@ -681,3 +681,100 @@ async fn litellm_key_management_endpoints_map_onto_the_same_store() {
         .unwrap();
     assert_eq!(missing.status(), 404);
 }
+
+#[tokio::test]
+async fn request_limits_bound_size_messages_and_open_streams_per_key() {
+    use common::fake_openai::{Behavior, StreamEnd, reply_stream};
+    // Every stream sends its chunks and then stays open, as a slow generation does.
+    let fake = FakeOpenAi::start(|_| Behavior::Stream {
+        data: reply_stream(3, "gpt-4o", "w"),
+        delay: std::time::Duration::ZERO,
+        end: StreamEnd::Stall,
+    })
+    .await;
+    let gw = gateway_with(
+        &fake,
+        ", max_request_size_mb: 0.01, max_messages: 3, max_streams_per_key: 2",
+        "",
+    )
+    .await;
+    let (key, info) = create_key(&gw, pb::KeySpec::default()).await;
+    let (other, _) = create_key(&gw, pb::KeySpec::default()).await;
+    let mut chat = gw.chat().await;
+
+    // Size: about 10 KB is the limit, on both surfaces.
+    let big = chat_request("cheap", &"x".repeat(20_000));
+    let e = chat.complete(with_key(big, &key)).await.unwrap_err();
+    assert_eq!(e.code(), Code::OutOfRange, "{e:?}");
+    assert!(e.message().contains("too large"), "{e:?}");
+    let r = common::http()
+        .post(format!("{}/v1/chat/completions", gw.url()))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"model": "cheap", "messages": [{"role": "user", "content": "x".repeat(20_000)}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert!(
+        r.text().await.unwrap().contains("10485"),
+        "the error names the limit in bytes"
+    );
+
+    // Messages: four is one too many.
+    let mut req = chat_request("cheap", "hi");
+    req.messages = (0..4).map(|_| common::user("hi")).collect();
+    let e = chat.complete(with_key(req, &key)).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("general_settings.max_messages"), "{e:?}");
+    assert_eq!(fake.count(), 0, "nothing refused reached the upstream");
+
+    // Open streams: two per key, across the fleet; a third waits for one to close.
+    let streams = chat.clone();
+    let open = |key: String| {
+        let mut chat = streams.clone();
+        async move {
+            let mut s = chat
+                .stream_complete(with_key(chat_request("cheap", "hi"), &key))
+                .await?
+                .into_inner();
+            s.message().await?.expect("a first chunk");
+            Ok::<_, tonic::Status>(s)
+        }
+    };
+    let first = open(key.clone()).await.unwrap();
+    let _second = open(key.clone()).await.unwrap();
+    let third = open(key.clone()).await.unwrap_err();
+    assert_eq!(third.code(), Code::ResourceExhausted);
+    assert_eq!(reason(&third), "PARALLEL_LIMIT");
+    assert!(
+        third.message().contains(&format!("streams:key:{}", info.key_id))
+            && third.message().contains("general_settings.max_streams_per_key"),
+        "{third:?}"
+    );
+    // Other keys and this key's unary calls are not affected by its streams.
+    let _other_stream = open(other).await.unwrap();
+    fake.set(|_| Behavior::Reply("one".into()));
+    ask(&mut chat, &key, "cheap").await.unwrap();
+    fake.set(|_| Behavior::Stream {
+        data: reply_stream(3, "gpt-4o", "w"),
+        delay: std::time::Duration::ZERO,
+        end: StreamEnd::Stall,
+    });
+    // A closed stream gives its slot back (the client went away: its lease is released).
+    drop(first);
+    let mut reopened = None;
+    for _ in 0..200 {
+        match open(key.clone()).await {
+            Ok(s) => {
+                reopened = Some(s);
+                break;
+            }
+            Err(e) => assert_eq!(reason(&e), "PARALLEL_LIMIT"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(
+        reopened.is_some(),
+        "the slot of a closed stream was never released"
+    );
+}

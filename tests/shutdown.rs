@@ -31,7 +31,7 @@ async fn sigterm_lets_twenty_open_streams_finish() {
         end: StreamEnd::Done,
     })
     .await;
-    let replica = replica(&upstream, &[]).await;
+    let mut replica = replica(&upstream, &[]).await;
     let channel = tonic::transport::Channel::from_shared(replica.url.clone())
         .unwrap()
         .connect()
@@ -88,7 +88,7 @@ async fn a_stream_that_never_ends_cannot_hold_shutdown_past_the_deadline() {
         }
     })
     .await;
-    let replica = replica(&upstream, &["--shutdown-timeout", "0.5"]).await;
+    let mut replica = replica(&upstream, &["--shutdown-timeout", "0.5"]).await;
     let channel = tonic::transport::Channel::from_shared(replica.url.clone())
         .unwrap()
         .connect()

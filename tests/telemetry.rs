@@ -6,44 +6,16 @@ mod common;
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use common::{
     Gateway,
     fake_openai::{Behavior, FakeOpenAi, error_body},
+    otlp::Collector,
 };
-use opentelemetry_proto::tonic::{
-    collector::trace::v1::{
-        ExportTraceServiceRequest, ExportTraceServiceResponse,
-        trace_service_server::{TraceService, TraceServiceServer},
-    },
-    common::v1::any_value::Value as Any,
-    trace::v1::Span,
-};
+use opentelemetry_proto::tonic::{common::v1::any_value::Value as Any, trace::v1::Span};
 use switchboard::telemetry::{self, LogFormat, TraceSettings};
-
-#[derive(Clone, Default)]
-struct Collector(Arc<Mutex<Vec<Span>>>);
-
-#[tonic::async_trait]
-impl TraceService for Collector {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let mut spans = self.0.lock().unwrap();
-        for rs in request.into_inner().resource_spans {
-            for ss in rs.scope_spans {
-                spans.extend(ss.spans);
-            }
-        }
-        Ok(tonic::Response::new(ExportTraceServiceResponse {
-            partial_success: None,
-        }))
-    }
-}
 
 fn attrs(span: &Span) -> HashMap<String, String> {
     span.attributes
@@ -68,17 +40,7 @@ const PROMPT: &str = "PROMPT-SENTINEL-4242 please answer";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_follow_the_rpc_and_genai_conventions_and_leak_nothing() {
-    let collector = Collector::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let svc = TraceServiceServer::new(collector.clone());
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(svc)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-            .await
-            .unwrap()
-    });
+    let (collector, addr) = Collector::start().await;
     let settings = TraceSettings {
         endpoint: Some(format!("http://{addr}")),
         http: false,
@@ -127,7 +89,7 @@ async fn spans_follow_the_rpc_and_genai_conventions_and_leak_nothing() {
     tel.flush();
     let started = Instant::now();
     let spans = loop {
-        let spans = collector.0.lock().unwrap().clone();
+        let spans = collector.spans();
         if spans.iter().filter(|s| s.name == "chat gpt-test").count() >= 2
             && spans.iter().any(|s| s.kind == 2)
         {
@@ -280,7 +242,7 @@ async fn spans_follow_the_rpc_and_genai_conventions_and_leak_nothing() {
     let started = Instant::now();
     let captured = loop {
         tel.flush();
-        let spans = collector.0.lock().unwrap().clone();
+        let spans = collector.spans();
         if let Some(s) = spans.iter().find(|s| s.name == "chat gpt-capture") {
             break attrs(s);
         }

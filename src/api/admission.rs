@@ -13,7 +13,10 @@ use crate::{
     auth::{Limits, Principal, Window},
     config::QuotaSettings,
     domain::{Cost, DeploymentId, Usage},
-    limits::{Budget, Demand, Grant, LedgerError, Refusal, Scope, ScopeSpend, Settler, SpendRecord, now_ms},
+    limits::{
+        Budget, Demand, Grant, LedgerError, Refusal, STREAMS_SCOPE, Scope, ScopeSpend, Settler, SpendRecord,
+        now_ms,
+    },
     router::Group,
 };
 
@@ -50,7 +53,7 @@ impl Quotas {
     }
 
     /// Every scope with a limit that applies to this caller.
-    fn scopes(&self, principal: &Principal, end_user: Option<&str>, now: i64) -> Vec<Scope> {
+    fn scopes(&self, principal: &Principal, end_user: Option<&str>, stream: bool, now: i64) -> Vec<Scope> {
         let mut out = Vec::new();
         let mut add = |id: String, limits: &Limits, anchor: i64| {
             if limits.is_empty() {
@@ -77,6 +80,18 @@ impl Quotas {
         };
         if let Principal::Key(who) = principal {
             add(format!("key:{}", who.key.id), &who.key.limits, who.key.created_ms);
+            if let Some(n) = self.settings.max_streams_per_key.filter(|_| stream) {
+                // A lease per open stream, in its own scope so that it never counts against the
+                // key's max_parallel_requests.
+                add(
+                    format!("{STREAMS_SCOPE}key:{}", who.key.id),
+                    &Limits {
+                        max_parallel_requests: Some(n),
+                        ..Limits::default()
+                    },
+                    0,
+                );
+            }
             if let Some(t) = &who.team {
                 add(format!("team:{}", t.id), &t.limits, t.created_ms);
             }
@@ -124,7 +139,7 @@ impl Quotas {
     /// Reserves the request's worst case in every scope, or refuses it.
     pub async fn admit(&self, req: Admission<'_>) -> Result<Ticket, ApiError> {
         let now = now_ms();
-        let scopes = self.scopes(req.principal, req.end_user, now);
+        let scopes = self.scopes(req.principal, req.end_user, req.stream, now);
         // Measured only when some limit needs it (the common unlimited request skips the scan).
         let prompt_tokens = if scopes.is_empty() {
             0
@@ -266,6 +281,8 @@ pub struct Admission<'a> {
     /// The prompt's token estimate, computed only if a limit applies.
     pub prompt_tokens: &'a (dyn Fn() -> u64 + Sync),
     pub max_tokens: Option<u32>,
+    /// A streamed call: counted against `general_settings.max_streams_per_key`.
+    pub stream: bool,
 }
 
 /// An admitted request's reservation. [`Ticket::settle`] charges what it cost; dropped unsettled

@@ -48,6 +48,8 @@ pub struct Gateway {
     pub control: Arc<crate::control::ControlPlane>,
     /// The response cache, when configured.
     pub cache: Option<Arc<crate::cache::ResponseCache>>,
+    /// Request size bounds.
+    pub limits: crate::config::RequestLimits,
 }
 
 /// A request as admission sees it (after decoding, before routing).
@@ -56,6 +58,8 @@ pub(super) struct Ask<'a> {
     pub end_user: Option<&'a str>,
     pub prompt_tokens: &'a (dyn Fn() -> u64 + Sync),
     pub max_tokens: Option<u32>,
+    /// A streamed call (counted against `max_streams_per_key`).
+    pub stream: bool,
 }
 
 impl Gateway {
@@ -123,6 +127,7 @@ impl Gateway {
                 end_user: ask.end_user,
                 prompt_tokens: ask.prompt_tokens,
                 max_tokens: ask.max_tokens,
+                stream: ask.stream,
             })
             .instrument(span.clone())
             .await;

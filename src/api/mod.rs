@@ -11,6 +11,7 @@ mod grpc;
 pub mod http;
 mod observe;
 mod pipeline;
+pub mod tls;
 mod validate;
 
 pub use admin::AdminApi;

@@ -107,6 +107,21 @@ impl Gateway {
         Some(found)
     }
 
+    /// `general_settings.max_messages` (the byte size was bounded when the request was read).
+    fn check_size(&self, req: &ChatRequest) -> Result<(), ApiError> {
+        let max = self.limits.max_messages;
+        if req.messages.len() > max {
+            return Err(super::validate::invalid(
+                "messages",
+                format!(
+                    "has {} messages; this gateway accepts at most {max} (general_settings.max_messages)",
+                    req.messages.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Books a cache hit: a spend record at zero cost (status `cache_hit`), no budget or limit.
     fn book_hit(
         &self,
@@ -125,6 +140,7 @@ impl Gateway {
             end_user,
             prompt_tokens: &|| 0,
             max_tokens: None,
+            stream: false,
         });
         ticket.settle(Some(&route.deployment), usage, Cost::ZERO, "cache_hit");
         route
@@ -165,6 +181,7 @@ impl Gateway {
         call: Call<'_>,
         req: &mut ChatRequest,
     ) -> Result<Served<ChatResponse>, ApiError> {
+        self.check_size(req)?;
         self.authorize(call.principal, &mut req.model)?;
         let found = self
             .look_up(Kind::Chat, call.principal, &req.model, &req.cache, |p| {
@@ -185,6 +202,7 @@ impl Gateway {
             end_user: req.user.as_deref(),
             prompt_tokens: &estimate,
             max_tokens: req.params.max_tokens,
+            stream: false,
         };
         let ticket = self.admit(call.principal, &req.model, ask).await?;
         let grant = ticket.grant();
@@ -231,6 +249,7 @@ impl Gateway {
             end_user: req.user.as_deref(),
             prompt_tokens: &estimate,
             max_tokens: Some(0),
+            stream: false,
         };
         let ticket = self.admit(call.principal, &req.model, ask).await?;
         let grant = ticket.grant();
@@ -258,6 +277,7 @@ impl Gateway {
         call: Call<'_>,
         req: &mut ChatRequest,
     ) -> Result<(ChatStream, Grant), ApiError> {
+        self.check_size(req)?;
         self.authorize(call.principal, &mut req.model)?;
         let fill = match self
             .look_up(Kind::ChatStream, call.principal, &req.model, &req.cache, |p| {
@@ -292,6 +312,7 @@ impl Gateway {
             end_user: req.user.as_deref(),
             prompt_tokens: &estimate,
             max_tokens: req.params.max_tokens,
+            stream: true,
         };
         let ticket = self.admit(call.principal, &req.model, ask).await?;
         let grant = ticket.grant();

@@ -34,6 +34,8 @@ pub struct Config {
     /// `model_info.access_groups`: access group -> the model groups it names.
     pub access_groups: HashMap<String, Vec<ModelGroup>>,
     pub quotas: QuotaSettings,
+    /// Request size bounds (read at start-up).
+    pub limits: RequestLimits,
     /// Where keys, teams and users live when the gateway runs as a fleet (None: in memory).
     pub etcd: Option<EtcdSettings>,
     /// The response cache (`litellm_settings.cache`), when on.
@@ -110,6 +112,9 @@ pub struct QuotaSettings {
     pub alert_webhook_url: Option<String>,
     /// How often the leader copies budget counters from Redis into etcd.
     pub spend_checkpoint_interval: Duration,
+    /// Streams one virtual key may have open at once, fleet-wide
+    /// (`general_settings.max_streams_per_key`; none by default).
+    pub max_streams_per_key: Option<u32>,
 }
 
 impl Default for QuotaSettings {
@@ -123,6 +128,26 @@ impl Default for QuotaSettings {
             reservation_ttl: Duration::from_secs(600),
             alert_webhook_url: None,
             spend_checkpoint_interval: Duration::from_secs(10),
+            max_streams_per_key: None,
+        }
+    }
+}
+
+/// Bounds on what one request may carry, whatever the surface.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RequestLimits {
+    /// Largest request body or gRPC message (`general_settings.max_request_size_mb`, as in
+    /// LiteLLM; default 32 MB).
+    pub max_request_bytes: usize,
+    /// Most messages in one chat request (`general_settings.max_messages`; default 10,000).
+    pub max_messages: usize,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        Self {
+            max_request_bytes: 32 << 20,
+            max_messages: 10_000,
         }
     }
 }
@@ -307,6 +332,7 @@ fn validate(
 
     let drop_params = raw.litellm_settings.drop_params;
     let quotas = quota_settings(&raw.litellm_settings, &raw.general_settings)?;
+    let limits = request_limits(&raw.general_settings)?;
     let etcd = etcd_settings(&raw.general_settings, lookup)?;
     let prices = price_table(raw.general_settings.model_prices_path.as_deref(), lookup)?;
     let mut deployments = Vec::with_capacity(raw.model_list.len());
@@ -544,6 +570,7 @@ fn validate(
         master_key,
         access_groups,
         quotas,
+        limits,
         etcd,
         cache,
         ignored_keys,
@@ -682,6 +709,15 @@ fn quota_settings(
             Some(t) => seconds(t, "general_settings.spend_checkpoint_interval")?,
             None => QuotaSettings::default().spend_checkpoint_interval,
         },
+        max_streams_per_key: match g.max_streams_per_key {
+            Some(0) => {
+                return Err(ConfigError::at(
+                    "general_settings.max_streams_per_key",
+                    "must be at least 1 (leave it out for no limit)",
+                ));
+            }
+            n => n,
+        },
         alert_webhook_url: match &g.alert_webhook_url {
             Some(u) => {
                 check_url(u).map_err(|m| ConfigError::at("general_settings.alert_webhook_url", m))?;
@@ -690,6 +726,30 @@ fn quota_settings(
             None => None,
         },
     })
+}
+
+fn request_limits(g: &raw::RawGeneralSettings) -> Result<RequestLimits, ConfigError> {
+    let mut limits = RequestLimits::default();
+    if let Some(mb) = g.max_request_size_mb {
+        // Below 1 KB no chat request fits; above 1 GB a single request would be a memory hazard.
+        if !(mb.is_finite() && (0.001..=1024.0).contains(&mb)) {
+            return Err(ConfigError::at(
+                "general_settings.max_request_size_mb",
+                format!("must be between 0.001 and 1024, got {mb}"),
+            ));
+        }
+        limits.max_request_bytes = (mb * 1024.0 * 1024.0) as usize;
+    }
+    if let Some(n) = g.max_messages {
+        if n == 0 {
+            return Err(ConfigError::at(
+                "general_settings.max_messages",
+                "must be at least 1",
+            ));
+        }
+        limits.max_messages = n;
+    }
+    Ok(limits)
 }
 
 /// The built-in price table, extended by `general_settings.model_prices_path` (or

@@ -208,4 +208,11 @@ pub struct RawGeneralSettings {
     /// Switchboard, seconds: how long a budget reservation outlives a replica that crashed
     /// before settling it (default 600).
     pub reservation_ttl: Option<f64>,
+    /// Largest request body or gRPC message, in MB (LiteLLM's name; default 32).
+    pub max_request_size_mb: Option<f64>,
+    /// Switchboard: most messages in one chat request (default 10,000).
+    pub max_messages: Option<usize>,
+    /// Switchboard: streams one virtual key may have open at once across the fleet (no limit by
+    /// default).
+    pub max_streams_per_key: Option<u32>,
 }

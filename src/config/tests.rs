@@ -130,6 +130,36 @@ fn semantic_errors_name_the_yaml_path() {
 }
 
 #[test]
+fn request_limits_parse_and_are_validated_with_paths() {
+    let m = "model_list:\n  - {model_name: a, litellm_params: {model: gpt-4o}}\n";
+    let c = Config::parse(m, &env).unwrap();
+    assert_eq!(c.limits, RequestLimits::default());
+    assert_eq!(c.quotas.max_streams_per_key, None);
+    let c = Config::parse(
+        &format!(
+            "{m}general_settings: {{max_request_size_mb: 1.5, max_messages: 50, max_streams_per_key: 4}}\n"
+        ),
+        &env,
+    )
+    .unwrap();
+    assert_eq!(c.limits.max_request_bytes, 1_572_864);
+    assert_eq!(c.limits.max_messages, 50);
+    assert_eq!(c.quotas.max_streams_per_key, Some(4));
+    for (bad, path) in [
+        ("max_request_size_mb: 0", "general_settings.max_request_size_mb"),
+        (
+            "max_request_size_mb: 5000",
+            "general_settings.max_request_size_mb",
+        ),
+        ("max_messages: 0", "general_settings.max_messages"),
+        ("max_streams_per_key: 0", "general_settings.max_streams_per_key"),
+    ] {
+        let e = err(&format!("{m}general_settings: {{{bad}}}\n"));
+        assert!(e.starts_with(&format!("{path}: ")), "{bad}: {e}");
+    }
+}
+
+#[test]
 fn unimplemented_keys_are_collected_with_paths() {
     let c = Config::parse(
         r#"

@@ -15,7 +15,7 @@ pub use embed::*;
 pub use error::ErrorClass;
 pub use ids::{DeploymentId, ModelGroup};
 pub use money::{Cost, Price};
-pub use secret::Secret;
+pub use secret::{Secret, redact};
 pub use time::{Window, civil_from_days, day_of, days_from_civil, now_ms};
 
 /// Token counts of one call.

@@ -28,9 +28,30 @@ impl fmt::Display for Secret {
     }
 }
 
+/// Masks every credential in `secrets` found in `text`: upstream error text is logged, exported on
+/// spans and returned to callers, and an upstream (or a proxy in front of it) may echo the request's
+/// credentials in it. Values shorter than 8 characters are not searched for (no real credential is
+/// that short, and masking them would mangle ordinary words).
+pub fn redact(text: &mut String, secrets: &[Secret]) {
+    for s in secrets {
+        let s = s.expose();
+        if s.len() >= 8 && text.contains(s) {
+            *text = text.replace(s, "[REDACTED]");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redact_masks_every_occurrence_of_every_credential() {
+        let secrets = [Secret::new("sk-provider-123456"), Secret::new("short")];
+        let mut t = "bad key sk-provider-123456 (Bearer sk-provider-123456) short".to_string();
+        redact(&mut t, &secrets);
+        assert_eq!(t, "bad key [REDACTED] (Bearer [REDACTED]) short");
+    }
 
     #[test]
     fn never_prints_the_value() {

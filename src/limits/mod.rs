@@ -21,6 +21,9 @@ pub use settle::Settler;
 
 use crate::domain::Cost;
 
+/// Prefix of the scope that counts a virtual key's open streams (`streams:key:<id>`).
+pub const STREAMS_SCOPE: &str = "streams:";
+
 /// One party whose limits apply to a request: `key:<id>`, `team:<id>`, `user:<id>`,
 /// `end_user:<id>` or `global`.
 #[derive(Debug, Clone, PartialEq)]
@@ -104,7 +107,9 @@ pub enum Refusal {
         used: u64,
         retry_after_ms: u64,
     },
-    #[error("{scope} already has {limit} requests in flight (max_parallel_requests)")]
+    #[error("{scope} already has {limit} {what} in flight ({setting})",
+        what = if scope.starts_with(STREAMS_SCOPE) { "streams" } else { "requests" },
+        setting = if scope.starts_with(STREAMS_SCOPE) { "general_settings.max_streams_per_key" } else { "max_parallel_requests" })]
     Parallel { scope: String, limit: u32 },
 }
 

@@ -259,7 +259,8 @@ impl Router {
             done.lease,
             self.state.clone(),
             ctx.tokens,
-        ))
+        )
+        .masking(done.deployment.secrets.clone()))
     }
 
     fn correct_tokens(&self, d: &Deployment, estimated: u64, actual: u64) {

@@ -524,8 +524,9 @@ impl GroupRun<'_> {
                     lease,
                 })
             }
-            Err(e) => {
+            Err(mut e) => {
                 drop(lease);
+                crate::domain::redact(&mut e.message, &d.secrets);
                 let counts = self.state.record(
                     &d.id,
                     Outcome::Failure {

@@ -53,6 +53,8 @@ pub struct RoutedStream {
     /// Characters of answer text and tool-call arguments seen, for an estimate when no usage arrives.
     output_chars: u64,
     done: bool,
+    /// The deployment's credentials, masked in mid-stream error text.
+    secrets: Option<Arc<[crate::domain::Secret]>>,
 }
 
 impl RoutedStream {
@@ -79,10 +81,17 @@ impl RoutedStream {
             usage: None,
             output_chars: 0,
             done: false,
+            secrets: None,
         };
         s.observe(&first);
         s.first = Some(first);
         s
+    }
+
+    /// Masks these credentials in the text of a mid-stream error.
+    pub(super) fn masking(mut self, secrets: Arc<[crate::domain::Secret]>) -> Self {
+        self.secrets = Some(secrets);
+        self
     }
 
     pub fn route(&self) -> &RouteInfo {
@@ -141,7 +150,10 @@ impl Stream for RoutedStream {
                 this.timer.as_mut().reset(at);
                 Poll::Ready(Some(Ok(chunk)))
             }
-            Poll::Ready(Some(Err(e))) => {
+            Poll::Ready(Some(Err(mut e))) => {
+                if let Some(secrets) = &this.secrets {
+                    crate::domain::redact(&mut e.message, secrets);
+                }
                 this.fail(e.class);
                 Poll::Ready(Some(Err(RouteError::StreamInterrupted(e))))
             }

@@ -48,6 +48,8 @@ pub struct Deployment {
     pub metrics: AttemptMetrics,
     /// Prompt and completion text on attempt spans (opt-in, redacted).
     pub capture: Option<Arc<crate::telemetry::content::ContentCapture>>,
+    /// Its credentials, masked in upstream error text ([`crate::domain::redact`]).
+    pub secrets: Arc<[crate::domain::Secret]>,
 }
 
 /// Metric handles of one deployment's successful attempts.
@@ -211,6 +213,16 @@ fn deployment(d: &DeploymentConfig, pick_weight: f64, s: &RouterSettings, http: 
             .trace_content
             .as_ref()
             .map(|terms| Arc::new(crate::telemetry::content::ContentCapture::new(terms.clone()))),
+        secrets: [
+            &d.api_key,
+            &d.aws.secret_access_key,
+            &d.aws.session_token,
+            &d.vertex.credentials,
+        ]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect(),
     }
 }
 

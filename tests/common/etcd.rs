@@ -28,7 +28,7 @@ fn openssl(args: &[&str], dir: &std::path::Path) {
 }
 
 /// A CA, a server certificate for 127.0.0.1 and a client certificate, all signed by the CA.
-fn make_certs(dir: &std::path::Path) {
+pub fn make_certs(dir: &std::path::Path) {
     openssl(
         &[
             "req",

@@ -5,6 +5,7 @@ pub mod dialects;
 pub mod etcd;
 pub mod fake_openai;
 pub mod fake_provider;
+pub mod otlp;
 pub mod process;
 pub mod redis;
 

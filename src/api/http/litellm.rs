@@ -25,6 +25,9 @@ use crate::{
     },
 };
 
+/// Admin bodies are small: a key, a team, a list of ids.
+const ADMIN_MAX_BODY: usize = 1 << 20;
+
 pub fn routes() -> Router<Http> {
     Router::new()
         .route("/key/generate", post(generate))
@@ -158,7 +161,7 @@ impl Fields {
 }
 
 async fn body(b: Body) -> Result<Fields, ApiError> {
-    let bytes = read_body(b).await?;
+    let bytes = read_body(b, ADMIN_MAX_BODY).await?;
     Ok(wire::parse::<Fields>(&bytes)?.0)
 }
 
@@ -282,7 +285,7 @@ struct Keys {
 
 async fn key_delete(State(s): State<Http>, headers: HeaderMap, b: Body) -> Result<Json<Value>, ApiError> {
     admin(&s, &headers)?;
-    let bytes = read_body(b).await?;
+    let bytes = read_body(b, ADMIN_MAX_BODY).await?;
     let (req, _) = wire::parse::<Keys>(&bytes)?;
     let mut ids = Vec::new();
     for k in &req.keys {
@@ -415,7 +418,7 @@ struct TeamIds {
 
 async fn team_delete(State(s): State<Http>, headers: HeaderMap, b: Body) -> Result<Json<Value>, ApiError> {
     admin(&s, &headers)?;
-    let bytes = read_body(b).await?;
+    let bytes = read_body(b, ADMIN_MAX_BODY).await?;
     let (req, _) = wire::parse::<TeamIds>(&bytes)?;
     for id in &req.team_ids {
         s.gateway.keys.delete(Kind::Team, id).await?;

@@ -34,9 +34,6 @@ use super::{
 };
 use crate::{domain::Cost, limits::Grant, router::RouteInfo};
 
-/// Largest request body accepted (images travel base64-encoded inside messages).
-const MAX_BODY: usize = 32 << 20;
-
 /// Readiness flips to false when shutdown begins, so load balancers drain the replica first.
 #[derive(Clone, Default)]
 pub struct Readiness(Arc<AtomicBool>);
@@ -160,12 +157,12 @@ impl IntoResponse for ApiError {
     }
 }
 
-async fn read_body(body: Body) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, MAX_BODY).await.map_err(|e| {
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
         let too_large = std::error::Error::source(&e)
             .is_some_and(|s| s.downcast_ref::<http_body_util::LengthLimitError>().is_some());
         if too_large {
-            ApiError::BodyTooLarge { limit: MAX_BODY }
+            ApiError::BodyTooLarge { limit }
         } else {
             ApiError::MalformedJson {
                 line: 0,
@@ -267,7 +264,7 @@ async fn chat_inner(
 ) -> Result<(Response, RouteInfo), ApiError> {
     let started = scope.clock();
     let principal = authenticate(s, headers)?;
-    let bytes = read_body(body).await?;
+    let bytes = read_body(body, s.gateway.limits.max_request_bytes).await?;
     let (req, ignored) = wire::parse::<wire::ChatCompletionRequest>(&bytes)?;
     group.clone_from(&req.model);
     let (stream, include_usage, deadline) = (req.stream, req.include_usage(), deadline(req.timeout));
@@ -369,7 +366,7 @@ async fn embeddings_inner(
 ) -> Result<(Response, RouteInfo), ApiError> {
     let started = scope.clock();
     let principal = authenticate(s, headers)?;
-    let bytes = read_body(body).await?;
+    let bytes = read_body(body, s.gateway.limits.max_request_bytes).await?;
     let (req, ignored) = wire::parse::<wire::EmbeddingsRequest>(&bytes)?;
     group.clone_from(&req.model);
     let (base64, deadline) = (req.base64()?, deadline(req.timeout));
