@@ -44,6 +44,28 @@ pub fn should_cool_down(
     total >= MIN_REQUESTS_FOR_RATE && counts.failures * 2 > total
 }
 
+/// A stream that broke after its first chunk (an upstream error, a cut, silence past the idle
+/// timeout): its caller could not be moved to another deployment, so, unlike a failed attempt
+/// (which the next deployment absorbs), one break is enough to cool the deployment down, unless
+/// `allowed_fails` / `allowed_fails_policy` allow more. (At first chunk the stream was booked a
+/// success, so the failure-rate rule alone would never see more than half of them fail.)
+pub fn should_cool_down_after_break(
+    class: ErrorClass,
+    counts: MinuteCounts,
+    group_size: usize,
+    s: &RouterSettings,
+) -> bool {
+    if s.disable_cooldowns || class.is_request_fault() || class == ErrorClass::Unsupported || group_size <= 1
+    {
+        return false;
+    }
+    match (s.allowed_fails_policy.get(class), s.allowed_fails) {
+        (Some(allowed), _) => counts.class_failures > allowed,
+        (None, Some(allowed)) => counts.failures > allowed,
+        (None, None) => true,
+    }
+}
+
 /// How long: the deployment's `cooldown_time`, stretched to a rate limit's Retry-After.
 pub fn cooldown_for(class: ErrorClass, base: Duration, retry_after: Option<Duration>) -> Duration {
     match (class, retry_after) {
@@ -103,6 +125,27 @@ mod tests {
             "over half of 5"
         );
         assert!(!should_cool_down(Timeout, counts(95, 5), 2, &s));
+    }
+
+    #[test]
+    fn a_broken_stream_cools_down_at_once_unless_fails_are_allowed() {
+        use ErrorClass::*;
+        let s = settings("");
+        assert!(should_cool_down_after_break(Timeout, counts(100, 1), 2, &s));
+        assert!(should_cool_down_after_break(ServerError, counts(100, 1), 2, &s));
+        assert!(
+            !should_cool_down_after_break(Timeout, counts(0, 1), 1, &s),
+            "never the only one"
+        );
+        assert!(
+            !should_cool_down_after_break(ContentPolicy, counts(0, 1), 2, &s),
+            "request faults never"
+        );
+        let allowed = settings("router_settings: {allowed_fails: 2}\n");
+        assert!(!should_cool_down_after_break(Timeout, counts(0, 2), 2, &allowed));
+        assert!(should_cool_down_after_break(Timeout, counts(0, 3), 2, &allowed));
+        let off = settings("router_settings: {disable_cooldowns: true}\n");
+        assert!(!should_cool_down_after_break(Timeout, counts(0, 9), 2, &off));
     }
 
     #[test]

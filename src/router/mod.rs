@@ -260,7 +260,7 @@ impl Router {
             self.state.clone(),
             ctx.tokens,
         )
-        .masking(done.deployment.secrets.clone()))
+        .served_by(done.deployment.clone(), self.table()))
     }
 
     fn correct_tokens(&self, d: &Deployment, estimated: u64, actual: u64) {

@@ -12,7 +12,7 @@ use std::{
 use futures_util::{Stream, StreamExt};
 use tokio::time::{Instant, Sleep};
 
-use super::{DeploymentState, Lease, Outcome, RouteError, RouteInfo};
+use super::{Deployment, DeploymentState, Lease, Outcome, RouteError, RouteInfo, RoutingTable, health};
 use crate::{
     domain::{ChatChunk, ErrorClass, Usage},
     providers::{ChunkStream, ProviderError},
@@ -53,8 +53,9 @@ pub struct RoutedStream {
     /// Characters of answer text and tool-call arguments seen, for an estimate when no usage arrives.
     output_chars: u64,
     done: bool,
-    /// The deployment's credentials, masked in mid-stream error text.
-    secrets: Option<Arc<[crate::domain::Secret]>>,
+    /// Where it comes from: whose credentials to mask in error text, and what to cool down when
+    /// the stream breaks.
+    origin: Option<(Arc<Deployment>, Arc<RoutingTable>)>,
 }
 
 impl RoutedStream {
@@ -81,16 +82,17 @@ impl RoutedStream {
             usage: None,
             output_chars: 0,
             done: false,
-            secrets: None,
+            origin: None,
         };
         s.observe(&first);
         s.first = Some(first);
         s
     }
 
-    /// Masks these credentials in the text of a mid-stream error.
-    pub(super) fn masking(mut self, secrets: Arc<[crate::domain::Secret]>) -> Self {
-        self.secrets = Some(secrets);
+    /// The deployment it comes from (under this routing table): its credentials are masked in
+    /// the text of a mid-stream error, and it cools down when the stream breaks.
+    pub(super) fn served_by(mut self, deployment: Arc<Deployment>, table: Arc<RoutingTable>) -> Self {
+        self.origin = Some((deployment, table));
         self
     }
 
@@ -123,12 +125,29 @@ impl RoutedStream {
         }
     }
 
-    fn fail(&mut self, class: ErrorClass) {
+    /// Books a stream that ended in an error; `upstream_at_fault` when the upstream broke it (an
+    /// error, a cut, silence), not the caller's deadline or `max_stream_duration`.
+    fn fail(&mut self, class: ErrorClass, upstream_at_fault: bool) {
         self.done = true;
         self.lease = None;
         let latency = self.started.elapsed();
-        self.state
+        let counts = self
+            .state
             .record(&self.route.deployment, Outcome::Failure { class, latency });
+        if let (true, Some((d, table))) = (upstream_at_fault, &self.origin) {
+            let group_size = table.groups.get(&d.group).map_or(1, |g| g.deployments.len());
+            if health::should_cool_down_after_break(class, counts, group_size, &table.settings) {
+                self.state.cool_down(&d.id, d.cooldown_time);
+                metrics::counter!("switchboard_deployment_cooldowns_total", "deployment" => d.id.to_string())
+                    .increment(1);
+                tracing::warn!(
+                    deployment = %d.id,
+                    error = ?class,
+                    cooldown_ms = d.cooldown_time.as_millis() as u64,
+                    "deployment cooling down: a stream broke after its first chunk"
+                );
+            }
+        }
     }
 }
 
@@ -151,10 +170,10 @@ impl Stream for RoutedStream {
                 Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(Some(Err(mut e))) => {
-                if let Some(secrets) = &this.secrets {
-                    crate::domain::redact(&mut e.message, secrets);
+                if let Some((d, _)) = &this.origin {
+                    crate::domain::redact(&mut e.message, &d.secrets);
                 }
-                this.fail(e.class);
+                this.fail(e.class, true);
                 Poll::Ready(Some(Err(RouteError::StreamInterrupted(e))))
             }
             Poll::Ready(None) => {
@@ -167,6 +186,8 @@ impl Stream for RoutedStream {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(()) => {
                     let now = Instant::now();
+                    let idle = !(this.limits.deadline.is_some_and(|d| d <= now)
+                        || this.limits.end.is_some_and(|e| e <= now));
                     let err = if this.limits.deadline.is_some_and(|d| d <= now) {
                         RouteError::DeadlineExceeded {
                             attempts: this.route.attempts.clone(),
@@ -182,7 +203,7 @@ impl Stream for RoutedStream {
                             format!("no chunk for {} ms", this.limits.idle.as_millis()),
                         ))
                     };
-                    this.fail(ErrorClass::Timeout);
+                    this.fail(ErrorClass::Timeout, idle);
                     Poll::Ready(Some(Err(err)))
                 }
             },
