@@ -58,6 +58,7 @@ pub async fn run_with(
         config_path: None,
         advertise: None,
         tls: None,
+        data_plane_only: false,
     };
     run_as(listeners, config, options, shutdown).await
 }
@@ -76,6 +77,8 @@ pub struct Options {
     pub advertise: Option<String>,
     /// Serve TLS (and require client certificates, if it says so) on every listener.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Refuse the master key, and with it the admin API, on this replica.
+    pub data_plane_only: bool,
 }
 
 /// Puts the etcd spend checkpoint back into a Redis that lost its data. Any replica may: restoring
@@ -178,6 +181,7 @@ pub async fn run_as(
         config_path,
         advertise,
         tls,
+        data_plane_only,
     } = options;
     let listener = listeners.main;
     let address = advertised(listener.local_addr()?, advertise);
@@ -251,7 +255,12 @@ pub async fn run_as(
         backend,
         directory: directory.clone(),
     });
-    let auth = Arc::new(Authenticator::new(config.master_key.clone(), directory));
+    let auth = Authenticator::new(config.master_key.clone(), directory);
+    let auth = Arc::new(if data_plane_only {
+        auth.data_plane_only()
+    } else {
+        auth
+    });
     let apply: Applier = {
         let (router, auth, http) = (router.clone(), auth.clone(), http.clone());
         Box::new(move |c: &Config| {
@@ -344,7 +353,8 @@ pub async fn run_as(
         .add_service(reflection)
         .prepare()
         .into_axum_router()
-        .merge(api::http::routes(gateway_http.clone(), readiness.clone()));
+        .merge(api::http::routes(gateway_http.clone(), readiness.clone()))
+        .fallback(api::http::fallback);
 
     let addr = listener.local_addr()?;
     let groups = config
@@ -358,7 +368,7 @@ pub async fn run_as(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let http_server = listeners.http.map(|http_listener| {
         let mut stop = stop_rx.clone();
-        let routes = api::http::routes(gateway_http.clone(), readiness.clone());
+        let routes = api::http::routes(gateway_http.clone(), readiness.clone()).fallback(api::http::fallback);
         let addr = http_listener.local_addr().ok();
         tracing::info!(addr = ?addr, "HTTP surface also listening");
         let stopped = async move {

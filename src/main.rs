@@ -52,6 +52,10 @@ enum Command {
         /// Require client certificates signed by one of these PEM CAs (mutual TLS).
         #[arg(long, env = "SWITCHBOARD_TLS_CLIENT_CA", requires = "tls_cert")]
         tls_client_ca: Option<PathBuf>,
+        /// Serve the data plane only: the master key, and with it every admin call, is refused
+        /// here (run admin traffic on other replicas).
+        #[arg(long, env = "SWITCHBOARD_DATA_PLANE_ONLY")]
+        data_plane_only: bool,
     },
     /// Validate a config file and print the resolved model groups (never the secrets).
     CheckConfig { file: PathBuf },
@@ -149,6 +153,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             tls_cert,
             tls_key,
             tls_client_ca,
+            data_plane_only,
         } => {
             let replica_id = replica_id.unwrap_or_else(default_replica_id);
             let telemetry = telemetry::init(log_format, &telemetry::TraceSettings::from_env(&replica_id))?;
@@ -194,6 +199,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                     ),
                     _ => None,
                 },
+                data_plane_only,
             };
             let result = switchboard::app::run_as(listeners, config, options, shutdown_signal()).await;
             telemetry.shutdown().await;

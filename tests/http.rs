@@ -85,6 +85,25 @@ async fn oversized_bodies_are_refused() {
 }
 
 #[tokio::test]
+async fn unknown_paths_are_a_404_for_http_and_unimplemented_for_grpc() {
+    let fake = FakeOpenAi::replying("x").await;
+    let gw = gateway(&fake, "").await;
+    let (status, err) = error_of(post(&gw, "/v2/chat/completions", "{}").await).await;
+    assert_eq!((status, err["code"].as_str()), (404, Some("not_found")), "{err}");
+    assert!(
+        err["message"].as_str().unwrap().contains("/v2/chat/completions"),
+        "{err}"
+    );
+    let grpc = common::http()
+        .post(format!("{}/some.Service/Method", gw.url()))
+        .header("content-type", "application/grpc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(grpc.headers()["grpc-status"], "12", "UNIMPLEMENTED");
+}
+
+#[tokio::test]
 async fn ignored_parameters_are_reported_not_silently_dropped() {
     let fake = FakeOpenAi::replying("x").await;
     let gw = gateway(&fake, "").await;

@@ -303,3 +303,37 @@ async fn nothing_the_gateway_emits_holds_a_secret() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_data_plane_only_replica_refuses_the_master_key_and_admin_calls() {
+    let good = FakeOpenAi::replying("fine").await;
+    let yaml = format!(
+        "model_list:\n  - {{model_name: g, litellm_params: {{model: openai/gpt-g, api_base: \"{}\", api_key: k}}}}\ngeneral_settings: {{master_key: {MASTER}}}\n",
+        good.base()
+    );
+    let gw = Process::serve(&yaml, &["--data-plane-only"]).await;
+    let channel = Channel::from_shared(gw.url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let refused = AdminServiceClient::new(channel.clone())
+        .list_keys(with_key(pb::ListKeysRequest::default(), MASTER))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    assert_eq!(common::reason(&refused), "MASTER_KEY_NOT_ACCEPTED");
+    let chat = ChatServiceClient::new(channel)
+        .complete(with_key(common::chat_request("g", "hi"), MASTER))
+        .await
+        .unwrap_err();
+    assert_eq!(chat.code(), tonic::Code::PermissionDenied);
+    let r = common::http()
+        .get(format!("{}/team/list", gw.url))
+        .bearer_auth(MASTER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(good.count(), 0, "nothing reached the upstream");
+}

@@ -97,6 +97,9 @@ impl ApiError {
                     format!("invalid {field}: {message}"),
                 )
             },
+            ApiError::Unauthenticated(e @ AuthError::MasterRefused) => {
+                m(Code::PermissionDenied, e.reason(), e.to_string())
+            }
             ApiError::Unauthenticated(e) => m(Code::Unauthenticated, e.reason(), e.to_string()),
             ApiError::MalformedJson { .. } => m(Code::InvalidArgument, "MALFORMED_JSON", self.to_string()),
             ApiError::Unprocessable { field, .. } => Mapped {

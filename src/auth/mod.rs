@@ -82,6 +82,10 @@ pub enum AuthError {
     Blocked { key_id: String },
     #[error("team {team_id} of API key {key_id} is blocked")]
     TeamBlocked { key_id: String, team_id: String },
+    #[error(
+        "the master key is not accepted on this replica (it serves the data plane only): use a virtual key"
+    )]
+    MasterRefused,
 }
 
 impl AuthError {
@@ -93,6 +97,7 @@ impl AuthError {
             AuthError::Invalid => "INVALID_API_KEY",
             AuthError::Expired { .. } => "API_KEY_EXPIRED",
             AuthError::Blocked { .. } | AuthError::TeamBlocked { .. } => "API_KEY_BLOCKED",
+            AuthError::MasterRefused => "MASTER_KEY_NOT_ACCEPTED",
         }
     }
 }
@@ -101,6 +106,8 @@ pub struct Authenticator {
     /// Replaced when a new config changes it.
     master_key: arc_swap::ArcSwapOption<Secret>,
     directory: Arc<Directory>,
+    /// A data-plane-only replica: the master key (and with it every admin call) is refused.
+    refuse_master: bool,
 }
 
 impl Authenticator {
@@ -108,7 +115,14 @@ impl Authenticator {
         Self {
             master_key: arc_swap::ArcSwapOption::new(master_key.map(Arc::new)),
             directory,
+            refuse_master: false,
         }
+    }
+
+    /// Refuses the master key on this replica (`--data-plane-only`).
+    pub fn data_plane_only(mut self) -> Self {
+        self.refuse_master = true;
+        self
     }
 
     pub fn set_master_key(&self, key: Option<Secret>) {
@@ -124,7 +138,11 @@ impl Authenticator {
         let token = bearer_token(authorization.ok_or(AuthError::Missing)?)?;
         // Constant time in the key's content; only the length can be learnt, as with any bearer scheme.
         if bool::from(token.ct_eq(master.expose().as_bytes())) {
-            return Ok(Principal::Master);
+            return if self.refuse_master {
+                Err(AuthError::MasterRefused)
+            } else {
+                Ok(Principal::Master)
+            };
         }
         // Virtual keys are looked up by their hash: the plaintext is never stored or compared.
         let snap = self.directory.snapshot();

@@ -134,6 +134,37 @@ async fn metrics_page(State(s): State<Http>) -> Response {
     resp
 }
 
+/// What an unknown path gets: gRPC's UNIMPLEMENTED for gRPC requests (as tonic answers), else a
+/// 404 in OpenAI's error shape naming the path.
+pub async fn fallback(method: axum::http::Method, uri: axum::http::Uri, headers: HeaderMap) -> Response {
+    let grpc = headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if grpc {
+        return (
+            StatusCode::OK,
+            [
+                (header::CONTENT_TYPE, HeaderValue::from_static("application/grpc")),
+                (
+                    header::HeaderName::from_static("grpc-status"),
+                    HeaderValue::from_static("12"),
+                ),
+            ],
+        )
+            .into_response();
+    }
+    (
+        StatusCode::NOT_FOUND,
+        Json(serde_json::json!({"error": {
+            "message": format!("no route for {method} {}", uri.path()),
+            "type": "invalid_request_error",
+            "param": null,
+            "code": "not_found",
+        }})),
+    )
+        .into_response()
+}
+
 fn error_response(e: &ApiError) -> Response {
     let h = e.to_http();
     let mut resp = (
