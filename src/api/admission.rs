@@ -197,6 +197,12 @@ impl Quotas {
                     if (budgets && !self.settings.budgets_fail_open)
                         || (rates && !self.settings.rate_limits_fail_open)
                     {
+                        // The admission may have run all the same (a timeout after it was sent):
+                        // what it reserved goes back, and should it arrive later it reserves
+                        // nothing. (Admitted fail-open below, the settlement does both.)
+                        if scopes.iter().any(Scope::leased) {
+                            self.settler.release(scopes.clone(), req.request_id.to_string());
+                        }
                         return Err(ApiError::LedgerDown(why));
                     }
                     tracing::warn!(error = %why, "ledger unreachable: admitting without limits (fail-open)");

@@ -17,11 +17,20 @@ use crate::{cluster::redis::Redis, domain::Cost};
 
 const BASE: &str = "sb:v1:{q}";
 
-/// KEYS: per scope l, r, b, q; then the restore marker. ARGV: request id, lease ms, amount, tokens,
-/// n, then per scope budget max (-1: none), window start, budget ttl s (0: none), rpm, tpm, parallel
-/// (-1: none), leased; then guarded (1/0).
-/// Returns {0, rpm_left, tpm_left, minute}, {1, scope index, kind, limit, used, extra}, or {2}
-/// (guarded and not restored yet).
+/// How long a settled or released request's id is remembered: a repeat of its settlement (a retry
+/// of a call that timed out but had run) or its admission arriving later than that would count
+/// again. Memory: about 100 bytes per limited request in the window.
+const DONE_TTL_MS: u64 = 300_000;
+
+fn done_key(request_id: &str) -> String {
+    format!("{BASE}:x:{request_id}")
+}
+
+/// KEYS: per scope l, r, b, q; then the restore marker and the request's done marker. ARGV: request
+/// id, lease ms, amount, tokens, n, then per scope budget max (-1: none), window start, budget ttl s
+/// (0: none), rpm, tpm, parallel (-1: none), leased; then guarded (1/0).
+/// Returns {0, rpm_left, tpm_left, minute}, {1, scope index, kind, limit, used, extra}, {2}
+/// (guarded and not restored yet) or {3} (the request was settled or released already).
 const ADMIT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -30,6 +39,8 @@ local rid, lease, amount, tokens, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[
 -- Guarded ledgers (a leader checkpoints spend into etcd): a Redis that lost its data answers
 -- nothing until the checkpoint is restored, so budgets cannot restart from zero.
 if ARGV[6 + n * 7] == '1' and redis.call('EXISTS', KEYS[n * 4 + 1]) == 0 then return {2} end
+-- Settled or released already (this admission arrived late, after its caller gave up on it).
+if redis.call('EXISTS', KEYS[n * 4 + 2]) == 1 then return {3} end
 local rpm_left, tpm_left = -1, -1
 for i = 0, n - 1 do
   local L, R, B, Q = KEYS[i*4+1], KEYS[i*4+2], KEYS[i*4+3], KEYS[i*4+4]
@@ -103,16 +114,20 @@ end
 return {0, rpm_left, tpm_left, minute}
 "#;
 
-/// KEYS: per scope l, r, b, q; then the day hash and the log stream. ARGV: request id, cost, token
-/// delta, minute, n, then per scope window start, budget ttl s (-1: no budget), soft (-1), tpm (0/1);
-/// then the log record and the dimensions (tokens at ARGV[#]).
+/// KEYS: per scope l, r, b, q; then the day hash, the log stream and the request's done marker.
+/// ARGV: request id, cost, token delta, minute, n, record (1: a settlement, 0: a release that only
+/// gives the reservation back), then per scope window start, budget ttl s (-1: no budget), soft
+/// (-1), tpm (0/1); then the log record and the dimensions (tokens at ARGV[#]).
+/// Idempotent: the done marker (kept `DONE_TTL_MS`) makes a repeat, e.g. a retry of a call that
+/// timed out but ran, change nothing, and a late admission of the same request reserve nothing.
 /// Returns the indexes of scopes whose soft budget this settlement crossed.
 const SETTLE: &str = r#"
-local rid, cost, delta, minute, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
+local rid, cost, delta, minute, n, record = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5]), ARGV[6]
+if not redis.call('SET', KEYS[n*4+3], '1', 'NX', 'PX', DONE_TTL_MS) then return {} end
 local crossed = {}
 for i = 0, n - 1 do
   local L, R, B, Q = KEYS[i*4+1], KEYS[i*4+2], KEYS[i*4+3], KEYS[i*4+4]
-  local a = 6 + i * 4
+  local a = 7 + i * 4
   local window, ttl, soft, tpm = ARGV[a], tonumber(ARGV[a+1]), tonumber(ARGV[a+2]), ARGV[a+3]
   local v = redis.call('HGET', R, rid)
   if v then
@@ -124,19 +139,20 @@ for i = 0, n - 1 do
     redis.call('HDEL', R, rid)
     redis.call('ZREM', L, rid)
   end
-  if ttl >= 0 then
+  if ttl >= 0 and record == '1' then
     local before = tonumber(redis.call('HGET', B, 's') or '0')
     local after = redis.call('HINCRBY', B, 's', cost)
     if ttl > 0 and redis.call('TTL', B) < 0 then redis.call('EXPIRE', B, ttl) end
     if soft >= 0 and before < soft and after >= soft then crossed[#crossed + 1] = i end
   end
-  if tpm == '1' and redis.call('HGET', Q, 'm') == minute then
+  if tpm == '1' and record == '1' and redis.call('HGET', Q, 'm') == minute then
     local now = tonumber(redis.call('HGET', Q, 't') or '0')
     redis.call('HSET', Q, 't', math.max(now + delta, 0))
   end
 end
+if record ~= '1' then return crossed end
 local D, X = KEYS[n*4+1], KEYS[n*4+2]
-local a = 6 + n * 4
+local a = 7 + n * 4
 local tokens = tonumber(ARGV[a+1])
 for j = a + 2, #ARGV do
   redis.call('HINCRBY', D, ARGV[j], cost)
@@ -210,7 +226,7 @@ impl FleetLedger {
             guarded,
             redis,
             admit: Script::new(ADMIT),
-            settle: Script::new(SETTLE),
+            settle: Script::new(&SETTLE.replace("DONE_TTL_MS", &DONE_TTL_MS.to_string())),
             spend: Script::new(SPEND),
             renew: Script::new(RENEW),
         })
@@ -262,6 +278,7 @@ impl Ledger for FleetLedger {
                 .arg(if s.leased() { "1" } else { "0" });
         }
         inv.key(super::checkpoint::MARKER)
+            .key(done_key(&d.request_id))
             .arg(if self.guarded { "1" } else { "0" });
         let reply: Vec<redis::Value> = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
         let int = |i: usize| match reply.get(i) {
@@ -272,6 +289,12 @@ impl Ledger for FleetLedger {
             return Err(LedgerError::Unavailable(
                 "redis lost its data: waiting for the leader to restore the spend checkpoint".into(),
             ));
+        }
+        if int(0) == 3 {
+            return Err(LedgerError::Unavailable(format!(
+                "request {} was already settled or released",
+                d.request_id
+            )));
         }
         if int(0) == 0 {
             let left = |v: i64| (v >= 0).then_some(v as u64);
@@ -332,11 +355,13 @@ impl Ledger for FleetLedger {
         }
         inv.key(format!("{BASE}:d:{}", super::day_of(r.at_ms)));
         inv.key(format!("{BASE}:log"));
+        inv.key(done_key(&r.request_id));
         inv.arg(&r.request_id)
             .arg(r.cost.nano_usd())
             .arg(r.tokens() as i64 - r.estimated_tokens as i64)
             .arg(r.minute)
-            .arg(scopes.len());
+            .arg(scopes.len())
+            .arg("1");
         for s in scopes {
             let b = s.budget;
             inv.arg(b.map_or(0, |b| b.window_start))
@@ -354,6 +379,35 @@ impl Ledger for FleetLedger {
             .into_iter()
             .filter_map(|i| scopes.get(i as usize).map(|s| s.id.clone()))
             .collect())
+    }
+
+    async fn release(&self, scopes: &[Scope], request_id: &str) -> Result<(), LedgerError> {
+        let mut conn = self.conn()?;
+        let now = now_ms();
+        let mut inv = self.settle.prepare_invoke();
+        for s in scopes {
+            for k in scope_keys(&s.id, s.budget.map_or(0, |b| b.window_start)) {
+                inv.key(k);
+            }
+        }
+        inv.key(format!("{BASE}:d:{}", super::day_of(now)));
+        inv.key(format!("{BASE}:log"));
+        inv.key(done_key(request_id));
+        inv.arg(request_id)
+            .arg(0)
+            .arg(0)
+            .arg(0)
+            .arg(scopes.len())
+            .arg("0");
+        for s in scopes {
+            let b = s.budget;
+            inv.arg(b.map_or(0, |b| b.window_start))
+                .arg(b.map_or(-1, |b| b.ttl_secs(now)))
+                .arg(-1)
+                .arg("0");
+        }
+        let _: Vec<i64> = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
+        Ok(())
     }
 
     async fn renew(&self, scopes: &[Scope], request_id: &str, lease_ms: u64) -> Result<(), LedgerError> {

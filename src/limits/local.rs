@@ -202,6 +202,19 @@ impl Ledger for LocalLedger {
         Ok(crossed)
     }
 
+    async fn release(&self, scopes: &[Scope], request_id: &str) -> Result<(), LedgerError> {
+        let mut st = self.lock();
+        for s in scopes {
+            let sc = st.scopes.entry(s.id.clone()).or_default();
+            if let Some((_, window, amount)) = sc.leases.remove(request_id)
+                && let Some(w) = sc.windows.get_mut(&window)
+            {
+                w.1 = w.1 - amount;
+            }
+        }
+        Ok(())
+    }
+
     async fn renew(&self, scopes: &[Scope], request_id: &str, lease_ms: u64) -> Result<(), LedgerError> {
         let expiry = (self.clock)() + lease_ms as i64;
         let mut st = self.lock();

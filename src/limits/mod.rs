@@ -229,6 +229,9 @@ pub trait Ledger: Send + Sync {
     async fn settle(&self, scopes: &[Scope], record: &SpendRecord) -> Result<Vec<String>, LedgerError>;
     /// Extends the request's leases by `lease_ms` from now (a request still running near its
     /// lease's end; a crashed replica stops renewing, so its leases still run out).
+    /// Gives back what an admission whose outcome is unknown (the call timed out) may have
+    /// reserved, and makes that admission, should it still arrive, reserve nothing. Idempotent.
+    async fn release(&self, scopes: &[Scope], request_id: &str) -> Result<(), LedgerError>;
     async fn renew(&self, scopes: &[Scope], request_id: &str, lease_ms: u64) -> Result<(), LedgerError>;
     /// Current-window spend of a scope.
     async fn spend(&self, scope: &Scope) -> Result<ScopeSpend, LedgerError>;

@@ -86,6 +86,25 @@ impl Settler {
         });
     }
 
+    /// Releases in the background (retried like a settlement) what an admission that failed with
+    /// an unknown outcome may have reserved ([`super::Ledger::release`]).
+    pub fn release(&self, scopes: Arc<[Scope]>, request_id: String) {
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        let this = self.clone();
+        tokio::spawn(async move {
+            for wait in std::iter::once(&0).chain(BACKOFF_MS) {
+                tokio::time::sleep(Duration::from_millis(*wait)).await;
+                match this.ledger.release(&scopes, &request_id).await {
+                    Ok(()) => break,
+                    Err(e) => tracing::debug!(error = %e, %request_id, "release failed; retrying"),
+                }
+            }
+            if this.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+                this.idle.notify_waiters();
+            }
+        });
+    }
+
     async fn settle(&self, scopes: &[Scope], record: &SpendRecord) {
         for (attempt, wait) in std::iter::once(&0).chain(BACKOFF_MS).enumerate() {
             tokio::time::sleep(Duration::from_millis(*wait)).await;

@@ -7,6 +7,7 @@ pub mod fake_openai;
 pub mod fake_provider;
 pub mod otlp;
 pub mod process;
+pub mod proxy;
 pub mod redis;
 
 use std::{net::SocketAddr, time::Duration};

@@ -1,0 +1,281 @@
+//! Fleet faults under load: two replicas sharing a real redis-server and etcd, each reaching them
+//! through a TCP proxy the test controls; callers spread requests over both replicas and, as a load
+//! balancer does, retry a request once on the other replica when one answers UNAVAILABLE. While
+//! the load runs, replica A's link to Redis is made slow, very slow, or partitioned from Redis and
+//! etcd, or Redis is killed and restarted; then the fault heals. For each: requests failed, p99,
+//! and nothing lost (every admitted request leaves one spend record once the fleet converges, and
+//! the recorded spend of answered requests equals what their callers were told). Run with
+//! `--nocapture` for the table.
+
+mod common;
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use common::{Gateway, etcd::EtcdServer, fake_openai::FakeOpenAi, proxy::Proxy, redis::RedisServer};
+use switchboard::proto::{
+    self as pb, admin_service_client::AdminServiceClient, chat_service_client::ChatServiceClient,
+};
+use tonic::{Code, Request, transport::Channel};
+
+const MASTER: &str = "sk-master-chaos-fleet";
+
+fn with_key<T>(msg: T, key: &str) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    r
+}
+
+enum Fault {
+    /// Replica A's link to Redis adds this much per chunk.
+    SlowRedis(Duration),
+    /// Replica A can reach neither Redis nor etcd.
+    Partition,
+    /// Redis dies (SIGKILL) and comes back empty.
+    RedisKilled,
+}
+
+struct Fleet {
+    redis: RedisServer,
+    _etcd: EtcdServer,
+    /// A's links to Redis and etcd.
+    a_redis: Proxy,
+    a_etcd: Proxy,
+    replicas: [Gateway; 2],
+}
+
+async fn fleet(fake: &FakeOpenAi) -> Fleet {
+    let (redis, etcd) = (RedisServer::start().await, EtcdServer::start().await);
+    let redis_addr: SocketAddr = format!("127.0.0.1:{}", redis.port).parse().unwrap();
+    let etcd_addr: SocketAddr = etcd.endpoint().parse().unwrap();
+    let (a_redis, a_etcd) = (Proxy::start(redis_addr).await, Proxy::start(etcd_addr).await);
+    let yaml = |redis: SocketAddr, etcd: SocketAddr| {
+        format!(
+            "model_list:\n  - model_name: g\n    litellm_params: {{model: openai/gpt-4o, api_base: \"{}\", api_key: k, input_cost_per_token: 0.000001, output_cost_per_token: 0.000002}}\n\
+             router_settings: {{redis_url: \"redis://{redis}\", num_retries: 1}}\n\
+             general_settings: {{master_key: {MASTER}, etcd_endpoints: \"{etcd}\"}}\n",
+            fake.base()
+        )
+    };
+    let a = Gateway::start(&yaml(a_redis.addr, a_etcd.addr)).await;
+    let b = Gateway::start(&yaml(redis_addr, etcd_addr)).await;
+    for g in [&a, &b] {
+        common::wait_ready(&g.url()).await;
+    }
+    Fleet {
+        redis,
+        _etcd: etcd,
+        a_redis,
+        a_etcd,
+        replicas: [a, b],
+    }
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    requests: usize,
+    ok: usize,
+    failed: usize,
+    retried: usize,
+    told: i64,
+    latencies: Vec<Duration>,
+}
+
+async fn scenario(name: &str, fault: Fault) {
+    let fake = FakeOpenAi::replying("fine").await;
+    let mut f = fleet(&fake).await;
+    let urls: Vec<String> = f.replicas.iter().map(Gateway::url).collect();
+    let mut admin = AdminServiceClient::new(f.replicas[1].channel().await);
+    let created = admin
+        .create_key(with_key(
+            pb::CreateKeyRequest {
+                spec: Some(pb::KeySpec {
+                    // Budgets fail closed without Redis; rate limits fail open. With Redis killed
+                    // the key has a rate limit only, so the fleet keeps answering.
+                    limits: Some(if matches!(fault, Fault::RedisKilled) {
+                        pb::Limits {
+                            rpm_limit: Some(1_000_000),
+                            ..Default::default()
+                        }
+                    } else {
+                        pb::Limits {
+                            max_budget: Some(100.0),
+                            ..Default::default()
+                        }
+                    }),
+                    ..Default::default()
+                }),
+            },
+            MASTER,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let (key, key_id) = (created.key, created.info.unwrap().key_id);
+    // Both replicas know the key (etcd watch) before the load starts.
+    let mut clients = Vec::new();
+    for u in &urls {
+        clients.push(ChatServiceClient::new(
+            Channel::from_shared(u.clone()).unwrap().connect().await.unwrap(),
+        ));
+    }
+    let mut warm = 0;
+    for c in &mut clients {
+        for _ in 0..500 {
+            if let Ok(r) = c
+                .complete(with_key(common::chat_request("g", "warm"), &key))
+                .await
+            {
+                warm += r.into_inner().route.unwrap().cost_nano_usd;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut callers = Vec::new();
+    for i in 0..8 {
+        let (clients, key, stop) = (clients.clone(), key.clone(), stop.clone());
+        callers.push(tokio::spawn(async move {
+            let mut t = Tally::default();
+            let mut n = i;
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                t.requests += 1;
+                let mut result = Err(tonic::Status::unavailable("not tried"));
+                // Round robin over the replicas; UNAVAILABLE is retried once on the other one.
+                for attempt in 0..2 {
+                    let mut c = clients[(n + attempt) % 2].clone();
+                    let mut req = common::chat_request("g", "hi");
+                    req.max_tokens = Some(5);
+                    result = tokio::time::timeout(Duration::from_secs(10), c.complete(with_key(req, &key)))
+                        .await
+                        .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("10 s")));
+                    match &result {
+                        Err(e) if e.code() == Code::Unavailable && attempt == 0 => t.retried += 1,
+                        _ => break,
+                    }
+                }
+                match result {
+                    Ok(r) => {
+                        t.ok += 1;
+                        t.told += r.into_inner().route.unwrap().cost_nano_usd;
+                    }
+                    Err(_) => t.failed += 1,
+                }
+                t.latencies.push(started.elapsed());
+                n += 1;
+            }
+            t
+        }));
+    }
+
+    // 1.5 s healthy, 3 s of fault, 2 s after it heals.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    match &fault {
+        Fault::SlowRedis(d) => f.a_redis.set_delay(*d),
+        Fault::Partition => {
+            f.a_redis.partition();
+            f.a_etcd.partition();
+        }
+        Fault::RedisKilled => f.redis.kill(),
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    match &fault {
+        Fault::SlowRedis(_) => f.a_redis.set_delay(Duration::ZERO),
+        Fault::Partition => {
+            f.a_redis.heal();
+            f.a_etcd.heal();
+        }
+        Fault::RedisKilled => f.redis.restart().await,
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut t = Tally::default();
+    for c in callers {
+        let c = c.await.unwrap();
+        t.requests += c.requests;
+        t.ok += c.ok;
+        t.failed += c.failed;
+        t.retried += c.retried;
+        t.told += c.told;
+        t.latencies.extend(c.latencies);
+    }
+    t.latencies.sort();
+    let p99 = t.latencies[(t.latencies.len() * 99).div_ceil(100) - 1];
+
+    // Convergence: spend settled during the fault lands once it heals. The key's budget counter
+    // is the ledger's own record of spend; with no reservation left, every request has settled.
+    let mut recorded = 0;
+    let mut reserved = -1;
+    let converged = Instant::now();
+    while converged.elapsed() < Duration::from_secs(20) {
+        if let Ok(r) = admin
+            .get_key(with_key(
+                pb::GetKeyRequest {
+                    key_id: key_id.clone(),
+                },
+                MASTER,
+            ))
+            .await
+            && let Some(spend) = r.into_inner().info.and_then(|i| i.spend)
+        {
+            (recorded, reserved) = (spend.spend_nano_usd, spend.reserved_nano_usd);
+            if recorded >= t.told + warm && reserved == 0 {
+                break;
+            }
+        } else if matches!(fault, Fault::RedisKilled) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "| {name} | {} | {} | {} | {} | {} | {:.6} | {} | {} ms |",
+        t.requests,
+        t.ok,
+        t.failed,
+        t.retried,
+        p99.as_millis(),
+        t.told as f64 / 1e9,
+        if matches!(fault, Fault::RedisKilled) {
+            "n/a (no budget)".to_string()
+        } else {
+            format!("{:.6}", (recorded - warm) as f64 / 1e9)
+        },
+        converged.elapsed().as_millis()
+    );
+    assert!(t.requests > 50, "{name}: the load ran: {t:?}");
+    assert_eq!(t.failed, 0, "{name}: callers saw failures after one retry: {t:?}");
+    if !matches!(fault, Fault::RedisKilled) {
+        assert_eq!(reserved, 0, "{name}: reservations left behind");
+        assert_eq!(recorded - warm, t.told, "{name}: spend lost or doubled");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_faults_lose_no_request_and_no_spend() {
+    eprintln!(
+        "| fault | requests | ok | failed | retried on the other replica | p99 ms | told USD | recorded USD | settled after the load stopped |"
+    );
+    eprintln!("|---|---|---|---|---|---|---|---|---|");
+    scenario(
+        "Redis slow for replica A (+50 ms per packet)",
+        Fault::SlowRedis(Duration::from_millis(50)),
+    )
+    .await;
+    scenario(
+        "Redis very slow for replica A (+2 s per packet)",
+        Fault::SlowRedis(Duration::from_secs(2)),
+    )
+    .await;
+    scenario("replica A partitioned from Redis and etcd", Fault::Partition).await;
+    scenario("Redis killed and restarted (data lost)", Fault::RedisKilled).await;
+}
