@@ -279,3 +279,166 @@ async fn fleet_faults_lose_no_request_and_no_spend() {
     scenario("replica A partitioned from Redis and etcd", Fault::Partition).await;
     scenario("Redis killed and restarted (data lost)", Fault::RedisKilled).await;
 }
+
+/// kill -9 of a replica under load (real processes): callers retry on the other replica as a load
+/// balancer would; the killed replica's reservations expire with their lease (3 s here), and no
+/// answered request goes unrecorded. A request whose answer died with the replica may have been
+/// settled there before the caller retried it elsewhere (at most one per caller in flight).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_under_load_loses_no_request_and_no_spend() {
+    use common::process::Process;
+    let (redis, etcd) = (RedisServer::start().await, EtcdServer::start().await);
+    let fake = FakeOpenAi::start(|_| {
+        common::fake_openai::Behavior::ReplyAfter(Duration::from_millis(20), "fine".into())
+    })
+    .await;
+    let yaml = format!(
+        "model_list:\n  - model_name: g\n    litellm_params: {{model: openai/gpt-4o, api_base: \"{}\", api_key: k, input_cost_per_token: 0.000001, output_cost_per_token: 0.000002}}\n\
+         router_settings: {{redis_url: \"{}\", num_retries: 1}}\n\
+         general_settings: {{master_key: {MASTER}, etcd_endpoints: \"{}\", reservation_ttl: 3}}\n",
+        fake.base(),
+        redis.url(),
+        etcd.endpoint()
+    );
+    let mut a = Process::serve(&yaml, &[]).await;
+    let b = Process::serve(&yaml, &[]).await;
+    let connect = |u: String| async move { Channel::from_shared(u).unwrap().connect_lazy() };
+    let mut admin = AdminServiceClient::new(connect(b.url.clone()).await);
+    let created = admin
+        .create_key(with_key(
+            pb::CreateKeyRequest {
+                spec: Some(pb::KeySpec {
+                    limits: Some(pb::Limits {
+                        max_budget: Some(100.0),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            },
+            MASTER,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let (key, key_id) = (created.key, created.info.unwrap().key_id);
+    let clients = vec![
+        ChatServiceClient::new(connect(a.url.clone()).await),
+        ChatServiceClient::new(connect(b.url.clone()).await),
+    ];
+    let mut warm = 0;
+    for c in &clients {
+        let mut c = c.clone();
+        for _ in 0..500 {
+            if let Ok(r) = c
+                .complete(with_key(common::chat_request("g", "warm"), &key))
+                .await
+            {
+                warm += r.into_inner().route.unwrap().cost_nano_usd;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut callers = Vec::new();
+    for i in 0..8 {
+        let (clients, key, stop) = (clients.clone(), key.clone(), stop.clone());
+        callers.push(tokio::spawn(async move {
+            let mut t = Tally::default();
+            let mut n = i;
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                t.requests += 1;
+                let mut result = Err(tonic::Status::unavailable("not tried"));
+                for attempt in 0..2 {
+                    let mut c = clients[(n + attempt) % 2].clone();
+                    let mut req = common::chat_request("g", "hi");
+                    req.max_tokens = Some(5);
+                    result = c.complete(with_key(req, &key)).await;
+                    match &result {
+                        // A dead replica is UNAVAILABLE (refused or reset connections) or, cut
+                        // mid-call, UNKNOWN: a load balancer retries both on another backend.
+                        Err(e) if matches!(e.code(), Code::Unavailable | Code::Unknown) && attempt == 0 => {
+                            t.retried += 1
+                        }
+                        _ => break,
+                    }
+                }
+                match result {
+                    Ok(r) => {
+                        t.ok += 1;
+                        t.told += r.into_inner().route.unwrap().cost_nano_usd;
+                    }
+                    Err(_) => t.failed += 1,
+                }
+                t.latencies.push(started.elapsed());
+                n += 1;
+            }
+            t
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    a.sigkill();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    a.restart().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut t = Tally::default();
+    for c in callers {
+        let c = c.await.unwrap();
+        t.requests += c.requests;
+        t.ok += c.ok;
+        t.failed += c.failed;
+        t.retried += c.retried;
+        t.told += c.told;
+        t.latencies.extend(c.latencies);
+    }
+    t.latencies.sort();
+    let p99 = t.latencies[(t.latencies.len() * 99).div_ceil(100) - 1];
+    // The dead replica's reservations expire with their 3 s lease; every settlement lands.
+    let (mut recorded, mut reserved) = (0, -1);
+    let settled = Instant::now();
+    while settled.elapsed() < Duration::from_secs(20) {
+        if let Ok(r) = admin
+            .get_key(with_key(
+                pb::GetKeyRequest {
+                    key_id: key_id.clone(),
+                },
+                MASTER,
+            ))
+            .await
+            && let Some(spend) = r.into_inner().info.and_then(|i| i.spend)
+        {
+            (recorded, reserved) = (spend.spend_nano_usd, spend.reserved_nano_usd);
+            if recorded >= t.told + warm && reserved == 0 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let extra = recorded - warm - t.told;
+    eprintln!(
+        "| replica A killed (SIGKILL) under load, restarted 3 s later | {} | {} | {} | {} | {} | {:.6} | {:.6} (+{} settled by the dead replica, answer lost) | {} ms |",
+        t.requests,
+        t.ok,
+        t.failed,
+        t.retried,
+        p99.as_millis(),
+        t.told as f64 / 1e9,
+        (recorded - warm) as f64 / 1e9,
+        extra / 13_000,
+        settled.elapsed().as_millis()
+    );
+    assert!(t.requests > 50, "the load ran: {t:?}");
+    assert_eq!(t.failed, 0, "callers saw failures after one retry: {t:?}");
+    assert_eq!(reserved, 0, "the dead replica's reservations expired");
+    assert!(
+        extra >= 0,
+        "spend lost: recorded {recorded}, told {} + warm {warm}",
+        t.told
+    );
+    assert!(
+        extra <= 8 * 13_000,
+        "more double charges than callers in flight: {extra}"
+    );
+}

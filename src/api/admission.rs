@@ -20,6 +20,10 @@ use crate::{
     router::Group,
 };
 
+/// Longest an answer waits for its spend to be on record (the ledger's own command timeout is
+/// shorter; past this the settlement goes on in the background).
+const SETTLE_WAIT: Duration = Duration::from_secs(1);
+
 /// Longest a request waits for in-flight reservations to settle before a budget refuses it.
 const BUDGET_WAIT: Duration = Duration::from_secs(5);
 
@@ -309,13 +313,36 @@ impl Ticket {
     }
 
     pub fn settle(mut self, deployment: Option<&DeploymentId>, usage: &Usage, cost: Cost, status: &str) {
-        self.finish(deployment, usage, cost, status);
+        let _ = self.finish(deployment, usage, cost, status);
     }
 
-    fn finish(&mut self, deployment: Option<&DeploymentId>, usage: &Usage, cost: Cost, status: &str) {
-        let Some(mut r) = self.record.take() else {
-            return;
-        };
+    /// Settles, and for a request under a budget or limit waits (bounded) for the spend to be on
+    /// record before the caller gets its answer: a replica killed between answering and a
+    /// background settlement would otherwise lose spend that was already served. At worst an
+    /// answer lost in flight is charged and retried elsewhere: charged twice, never missed.
+    async fn settle_before_answering(
+        mut self,
+        deployment: Option<&DeploymentId>,
+        usage: &Usage,
+        cost: Cost,
+        status: &str,
+    ) {
+        let limited = !self.scopes.is_empty();
+        if let Some(recorded) = self.finish(deployment, usage, cost, status)
+            && limited
+        {
+            let _ = tokio::time::timeout(SETTLE_WAIT, recorded).await;
+        }
+    }
+
+    fn finish(
+        &mut self,
+        deployment: Option<&DeploymentId>,
+        usage: &Usage,
+        cost: Cost,
+        status: &str,
+    ) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        let mut r = self.record.take()?;
         if let Some(h) = self.renewer.take() {
             h.abort();
         }
@@ -327,19 +354,20 @@ impl Ticket {
         r.cost = cost;
         r.latency_ms = self.started.elapsed().as_millis() as u64;
         r.status = status.to_string();
-        self.settler.submit(self.scopes.clone(), r);
+        Some(self.settler.submit(self.scopes.clone(), r))
     }
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        self.finish(None, &Usage::default(), Cost::ZERO, "cancelled");
+        let _ = self.finish(None, &Usage::default(), Cost::ZERO, "cancelled");
     }
 }
 
 impl Ticket {
-    /// Settles a unary call: the answer's cost, or nothing for a failure (whose error it returns).
-    pub fn settle_routed<T>(
+    /// Settles a unary call: the answer's cost (on record before the answer goes out, for a
+    /// limited request), or nothing for a failure (whose error it returns).
+    pub async fn settle_routed<T>(
         self,
         result: Result<crate::router::Routed<T>, crate::router::RouteError>,
         usage: impl Fn(&T) -> &Usage,
@@ -348,7 +376,8 @@ impl Ticket {
             Ok(routed) => {
                 let u = usage(&routed.value);
                 let cost = routed.route.cost(u);
-                self.settle(Some(&routed.route.deployment), u, cost, "ok");
+                self.settle_before_answering(Some(&routed.route.deployment), u, cost, "ok")
+                    .await;
                 Ok((routed, cost))
             }
             Err(e) => Err(self.failed(e)),

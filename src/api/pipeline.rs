@@ -207,7 +207,7 @@ impl Gateway {
         let ticket = self.admit(call.principal, &req.model, ask).await?;
         let grant = ticket.grant();
         let result = self.router.chat(req, call.deadline).await;
-        let (routed, cost) = ticket.settle_routed(result, |v| &v.usage)?;
+        let (routed, cost) = ticket.settle_routed(result, |v| &v.usage).await?;
         if let Some(fill) = fill {
             fill.store(
                 Answer::Chat(routed.value.clone()),
@@ -254,7 +254,7 @@ impl Gateway {
         let ticket = self.admit(call.principal, &req.model, ask).await?;
         let grant = ticket.grant();
         let result = self.router.embed(req, call.deadline).await;
-        let (routed, cost) = ticket.settle_routed(result, |v| &v.usage)?;
+        let (routed, cost) = ticket.settle_routed(result, |v| &v.usage).await?;
         if let Some(fill) = fill {
             fill.store(
                 Answer::Embed(routed.value.clone()),

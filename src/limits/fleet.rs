@@ -208,6 +208,10 @@ fn scope_keys(id: &str, window: i64) -> [String; 4] {
 
 pub struct FleetLedger {
     guarded: bool,
+    /// Unix ms until which calls fail at once: after a failed Redis call, one second without
+    /// trying, so a dead or partitioned Redis costs a request the command timeout at most once a
+    /// second per replica, not every time (budgets then fail closed, rate limits open, at once).
+    down_until_ms: std::sync::atomic::AtomicI64,
     redis: Arc<ArcSwapOption<Redis>>,
     admit: Script,
     settle: Script,
@@ -224,6 +228,7 @@ impl FleetLedger {
         let redis = crate::cluster::redis::connect_in_background(url, Duration::from_millis(500), "ledger");
         Arc::new(Self {
             guarded,
+            down_until_ms: std::sync::atomic::AtomicI64::new(0),
             redis,
             admit: Script::new(ADMIT),
             settle: Script::new(&SETTLE.replace("DONE_TTL_MS", &DONE_TTL_MS.to_string())),
@@ -237,6 +242,11 @@ impl FleetLedger {
     }
 
     fn conn(&self) -> Result<redis::aio::ConnectionManager, LedgerError> {
+        if now_ms() < self.down_until_ms.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(LedgerError::Unavailable(
+                "redis failed within the last second: not retried yet".into(),
+            ));
+        }
         self.redis
             .load()
             .as_ref()
@@ -247,6 +257,21 @@ impl FleetLedger {
 
 fn unavailable(e: redis::RedisError) -> LedgerError {
     LedgerError::Unavailable(e.to_string())
+}
+
+impl FleetLedger {
+    /// A failed Redis call: fail fast for a second.
+    fn tripped(&self, e: redis::RedisError) -> LedgerError {
+        if self
+            .down_until_ms
+            .swap(now_ms() + 1000, std::sync::atomic::Ordering::Relaxed)
+            < now_ms()
+        {
+            tracing::warn!(error = %e, "ledger: redis call failed; failing fast for a second");
+            metrics::counter!("switchboard_ledger_trips_total").increment(1);
+        }
+        unavailable(e)
+    }
 }
 
 #[tonic::async_trait]
@@ -280,7 +305,7 @@ impl Ledger for FleetLedger {
         inv.key(super::checkpoint::MARKER)
             .key(done_key(&d.request_id))
             .arg(if self.guarded { "1" } else { "0" });
-        let reply: Vec<redis::Value> = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
+        let reply: Vec<redis::Value> = inv.invoke_async(&mut conn).await.map_err(|e| self.tripped(e))?;
         let int = |i: usize| match reply.get(i) {
             Some(redis::Value::Int(n)) => *n,
             _ => 0,
@@ -374,7 +399,7 @@ impl Ledger for FleetLedger {
         for d in r.dimensions() {
             inv.arg(d);
         }
-        let crossed: Vec<i64> = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
+        let crossed: Vec<i64> = inv.invoke_async(&mut conn).await.map_err(|e| self.tripped(e))?;
         Ok(crossed
             .into_iter()
             .filter_map(|i| scopes.get(i as usize).map(|s| s.id.clone()))
@@ -406,7 +431,7 @@ impl Ledger for FleetLedger {
                 .arg(-1)
                 .arg("0");
         }
-        let _: Vec<i64> = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
+        let _: Vec<i64> = inv.invoke_async(&mut conn).await.map_err(|e| self.tripped(e))?;
         Ok(())
     }
 
@@ -418,7 +443,7 @@ impl Ledger for FleetLedger {
             inv.key(l);
         }
         inv.arg(request_id).arg(lease_ms);
-        let _: i64 = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
+        let _: i64 = inv.invoke_async(&mut conn).await.map_err(|e| self.tripped(e))?;
         Ok(())
     }
 
@@ -434,7 +459,7 @@ impl Ledger for FleetLedger {
             .arg(window)
             .invoke_async(&mut conn)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.tripped(e))?;
         Ok(ScopeSpend {
             spent: Cost::from_nano_usd(s),
             reserved: Cost::from_nano_usd(r.max(0)),
@@ -449,7 +474,7 @@ impl Ledger for FleetLedger {
                 .arg(format!("{BASE}:d:{day}"))
                 .query_async(&mut conn)
                 .await
-                .map_err(unavailable)?;
+                .map_err(|e| self.tripped(e))?;
             for (name, cost) in &all {
                 if name.starts_with("n|") || name.starts_with("t|") || !name.starts_with(prefix) {
                     continue;
@@ -478,7 +503,7 @@ impl Ledger for FleetLedger {
             .arg(limit)
             .query_async(&mut conn)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.tripped(e))?;
         Ok(reply
             .iter()
             .filter_map(|(_, fields)| fields.get(1))

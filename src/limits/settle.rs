@@ -74,16 +74,20 @@ impl Settler {
         &self.ledger
     }
 
-    /// Settles in the background; never blocks the caller.
-    pub fn submit(&self, scopes: Arc<[Scope]>, record: SpendRecord) {
+    /// Settles in the background; never blocks the caller. The receiver hears when the first
+    /// attempt is over (landed or failed; retries go on in the background), for a caller that
+    /// wants its spend on record before it answers.
+    pub fn submit(&self, scopes: Arc<[Scope]>, record: SpendRecord) -> tokio::sync::oneshot::Receiver<()> {
+        let (first, attempted) = tokio::sync::oneshot::channel();
         self.pending.fetch_add(1, Ordering::AcqRel);
         let this = self.clone();
         tokio::spawn(async move {
-            this.settle(&scopes, &record).await;
+            this.settle(&scopes, &record, first).await;
             if this.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
                 this.idle.notify_waiters();
             }
         });
+        attempted
     }
 
     /// Releases in the background (retried like a settlement) what an admission that failed with
@@ -105,10 +109,15 @@ impl Settler {
         });
     }
 
-    async fn settle(&self, scopes: &[Scope], record: &SpendRecord) {
+    async fn settle(&self, scopes: &[Scope], record: &SpendRecord, first: tokio::sync::oneshot::Sender<()>) {
+        let mut first = Some(first);
         for (attempt, wait) in std::iter::once(&0).chain(BACKOFF_MS).enumerate() {
             tokio::time::sleep(Duration::from_millis(*wait)).await;
-            match self.ledger.settle(scopes, record).await {
+            let outcome = self.ledger.settle(scopes, record).await;
+            if let Some(f) = first.take() {
+                let _ = f.send(());
+            }
+            match outcome {
                 Ok(crossed) => {
                     for id in crossed {
                         if let Some(scope) = scopes.iter().find(|s| s.id == id) {
