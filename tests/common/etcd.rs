@@ -222,3 +222,122 @@ impl Drop for EtcdServer {
         self.kill();
     }
 }
+
+/// Three etcd members on free ports forming one cluster (raft: any one may die and the other two
+/// elect a leader), each killed when dropped.
+pub struct EtcdCluster {
+    members: Vec<(String, u16, Option<Child>)>,
+    _dir: tempfile::TempDir,
+}
+
+impl EtcdCluster {
+    pub async fn start() -> EtcdCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+        let initial = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut members = Vec::new();
+        for (i, (client, peer)) in ports.iter().enumerate() {
+            let (client, peer) = (
+                format!("http://127.0.0.1:{client}"),
+                format!("http://127.0.0.1:{peer}"),
+            );
+            let child = Command::new("etcd")
+                .args(["--name", &format!("m{i}"), "--data-dir"])
+                .arg(dir.path().join(format!("m{i}")))
+                .args([
+                    "--listen-client-urls",
+                    &client,
+                    "--advertise-client-urls",
+                    &client,
+                ])
+                .args([
+                    "--listen-peer-urls",
+                    &peer,
+                    "--initial-advertise-peer-urls",
+                    &peer,
+                ])
+                .args(["--initial-cluster", &initial, "--initial-cluster-state", "new"])
+                .args(["--logger", "zap", "--log-level", "error"])
+                .args(["--heartbeat-interval", "20", "--election-timeout", "200"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect(
+                    "etcd is not installed: apt-get install etcd-server (or run scripts/test, which does)",
+                );
+            members.push((format!("m{i}"), ports[i].0, Some(child)));
+        }
+        let cluster = EtcdCluster { members, _dir: dir };
+        let started = Instant::now();
+        while cluster.leader().await.is_none() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "etcd cluster has no leader after 20 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        cluster
+    }
+
+    /// Every member's `host:port`, comma-separated, as `etcd_endpoints` takes them.
+    pub fn endpoints(&self) -> String {
+        self.members
+            .iter()
+            .map(|(_, port, _)| format!("127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The index of the member that is the raft leader now, asked of the live members.
+    pub async fn leader(&self) -> Option<usize> {
+        for (_, port, child) in &self.members {
+            if child.is_none() {
+                continue;
+            }
+            let status = tokio::time::timeout(Duration::from_millis(500), async {
+                let mut c = etcd_client::Client::connect([format!("127.0.0.1:{port}")], None)
+                    .await
+                    .ok()?;
+                c.status().await.ok()
+            })
+            .await;
+            if let Ok(Some(s)) = status
+                && s.leader() != 0
+            {
+                let mut c = etcd_client::Client::connect([format!("127.0.0.1:{port}")], None)
+                    .await
+                    .ok()?;
+                let members = c.member_list().await.ok()?;
+                let name = members
+                    .members()
+                    .iter()
+                    .find(|m| m.id() == s.leader())?
+                    .name()
+                    .to_string();
+                return self.members.iter().position(|(n, _, _)| *n == name);
+            }
+        }
+        None
+    }
+
+    /// SIGKILL of one member.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].2.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+}
