@@ -13,6 +13,14 @@ use tokio::sync::Notify;
 
 use super::{Scope, SharedLedger, SpendRecord};
 
+/// Waits `ms` before a retry; the first attempt (0) does not touch the timer, whose 1 ms tick would
+/// delay every settlement, and so every answer that waits for one.
+async fn pause(ms: u64) {
+    if ms > 0 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+}
+
 /// Backoff between attempts; after the last a record is given up (logged and counted).
 const BACKOFF_MS: &[u64] = &[50, 200, 500, 1000, 2000, 5000, 10_000, 30_000, 60_000, 120_000];
 
@@ -97,7 +105,7 @@ impl Settler {
         let this = self.clone();
         tokio::spawn(async move {
             for wait in std::iter::once(&0).chain(BACKOFF_MS) {
-                tokio::time::sleep(Duration::from_millis(*wait)).await;
+                pause(*wait).await;
                 match this.ledger.release(&scopes, &request_id).await {
                     Ok(()) => break,
                     Err(e) => tracing::debug!(error = %e, %request_id, "release failed; retrying"),
@@ -112,7 +120,7 @@ impl Settler {
     async fn settle(&self, scopes: &[Scope], record: &SpendRecord, first: tokio::sync::oneshot::Sender<()>) {
         let mut first = Some(first);
         for (attempt, wait) in std::iter::once(&0).chain(BACKOFF_MS).enumerate() {
-            tokio::time::sleep(Duration::from_millis(*wait)).await;
+            pause(*wait).await;
             let outcome = self.ledger.settle(scopes, record).await;
             if let Some(f) = first.take() {
                 let _ = f.send(());
