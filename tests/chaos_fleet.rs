@@ -203,15 +203,13 @@ async fn settled(
     (recorded, reserved, started.elapsed())
 }
 
-async fn budget_key(admin: &mut AdminServiceClient<Channel>) -> (String, String) {
+/// A new virtual key with these limits: (secret, id).
+async fn key_with(admin: &mut AdminServiceClient<Channel>, limits: pb::Limits) -> (String, String) {
     let created = admin
         .create_key(with_key(
             pb::CreateKeyRequest {
                 spec: Some(pb::KeySpec {
-                    limits: Some(pb::Limits {
-                        max_budget: Some(100.0),
-                        ..Default::default()
-                    }),
+                    limits: Some(limits),
                     ..Default::default()
                 }),
             },
@@ -223,37 +221,37 @@ async fn budget_key(admin: &mut AdminServiceClient<Channel>) -> (String, String)
     (created.key, created.info.unwrap().key_id)
 }
 
+/// A key with a $100 budget: every request goes through the ledger, which never binds.
+async fn budget_key(admin: &mut AdminServiceClient<Channel>) -> (String, String) {
+    key_with(
+        admin,
+        pb::Limits {
+            max_budget: Some(100.0),
+            ..Default::default()
+        },
+    )
+    .await
+}
+
 async fn scenario(name: &str, fault: Fault) {
     let fake = FakeOpenAi::replying("fine").await;
     let mut f = fleet(&fake).await;
     let urls: Vec<String> = f.replicas.iter().map(Gateway::url).collect();
     let mut admin = AdminServiceClient::new(f.replicas[1].channel().await);
-    let created = admin
-        .create_key(with_key(
-            pb::CreateKeyRequest {
-                spec: Some(pb::KeySpec {
-                    // Budgets fail closed without Redis; rate limits fail open. With Redis killed
-                    // the key has a rate limit only, so the fleet keeps answering.
-                    limits: Some(if matches!(fault, Fault::RedisKilled) {
-                        pb::Limits {
-                            rpm_limit: Some(1_000_000),
-                            ..Default::default()
-                        }
-                    } else {
-                        pb::Limits {
-                            max_budget: Some(100.0),
-                            ..Default::default()
-                        }
-                    }),
-                    ..Default::default()
-                }),
+    // Budgets fail closed without Redis; rate limits fail open. With Redis killed the key has a
+    // rate limit only, so the fleet keeps answering.
+    let (key, key_id) = if matches!(fault, Fault::RedisKilled) {
+        key_with(
+            &mut admin,
+            pb::Limits {
+                rpm_limit: Some(1_000_000),
+                ..Default::default()
             },
-            MASTER,
-        ))
+        )
         .await
-        .unwrap()
-        .into_inner();
-    let (key, key_id) = (created.key, created.info.unwrap().key_id);
+    } else {
+        budget_key(&mut admin).await
+    };
     // Both replicas know the key (etcd watch) before the load starts.
     let mut clients = Vec::new();
     for u in &urls {

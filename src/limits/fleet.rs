@@ -260,6 +260,59 @@ fn unavailable(e: redis::RedisError) -> LedgerError {
 }
 
 impl FleetLedger {
+    /// One SETTLE call: the settlement of `record`, or (`None`) a release of `request_id` that
+    /// only gives its reservation back and writes no spend.
+    fn settle_invocation(
+        &self,
+        scopes: &[Scope],
+        request_id: &str,
+        record: Option<&SpendRecord>,
+    ) -> redis::ScriptInvocation<'_> {
+        let now = now_ms();
+        let mut inv = self.settle.prepare_invoke();
+        for s in scopes {
+            for k in scope_keys(&s.id, s.budget.map_or(0, |b| b.window_start)) {
+                inv.key(k);
+            }
+        }
+        inv.key(format!(
+            "{BASE}:d:{}",
+            super::day_of(record.map_or(now, |r| r.at_ms))
+        ));
+        inv.key(format!("{BASE}:log"));
+        inv.key(done_key(request_id));
+        inv.arg(request_id);
+        match record {
+            Some(r) => inv
+                .arg(r.cost.nano_usd())
+                .arg(r.tokens() as i64 - r.estimated_tokens as i64)
+                .arg(r.minute),
+            None => inv.arg(0).arg(0).arg(0),
+        };
+        inv.arg(scopes.len())
+            .arg(if record.is_some() { "1" } else { "0" });
+        for s in scopes {
+            let b = s.budget;
+            let soft = record.and(b).and_then(|b| b.soft);
+            inv.arg(b.map_or(0, |b| b.window_start))
+                .arg(b.map_or(-1, |b| b.ttl_secs(now)))
+                .arg(soft.map_or(-1, |c| c.nano_usd()))
+                .arg(if record.is_some() && s.tpm.is_some() {
+                    "1"
+                } else {
+                    "0"
+                });
+        }
+        if let Some(r) = record {
+            inv.arg(serde_json::to_string(r).unwrap_or_default())
+                .arg(r.tokens());
+            for d in r.dimensions() {
+                inv.arg(d);
+            }
+        }
+        inv
+    }
+
     /// A failed Redis call: fail fast for a second.
     fn tripped(&self, e: redis::RedisError) -> LedgerError {
         if self
@@ -371,35 +424,11 @@ impl Ledger for FleetLedger {
 
     async fn settle(&self, scopes: &[Scope], r: &SpendRecord) -> Result<Vec<String>, LedgerError> {
         let mut conn = self.conn()?;
-        let now = now_ms();
-        let mut inv = self.settle.prepare_invoke();
-        for s in scopes {
-            for k in scope_keys(&s.id, s.budget.map_or(0, |b| b.window_start)) {
-                inv.key(k);
-            }
-        }
-        inv.key(format!("{BASE}:d:{}", super::day_of(r.at_ms)));
-        inv.key(format!("{BASE}:log"));
-        inv.key(done_key(&r.request_id));
-        inv.arg(&r.request_id)
-            .arg(r.cost.nano_usd())
-            .arg(r.tokens() as i64 - r.estimated_tokens as i64)
-            .arg(r.minute)
-            .arg(scopes.len())
-            .arg("1");
-        for s in scopes {
-            let b = s.budget;
-            inv.arg(b.map_or(0, |b| b.window_start))
-                .arg(b.map_or(-1, |b| b.ttl_secs(now)))
-                .arg(b.and_then(|b| b.soft).map_or(-1, |c| c.nano_usd()))
-                .arg(if s.tpm.is_some() { "1" } else { "0" });
-        }
-        let json = serde_json::to_string(r).unwrap_or_default();
-        inv.arg(json).arg(r.tokens());
-        for d in r.dimensions() {
-            inv.arg(d);
-        }
-        let crossed: Vec<i64> = inv.invoke_async(&mut conn).await.map_err(|e| self.tripped(e))?;
+        let crossed: Vec<i64> = self
+            .settle_invocation(scopes, &r.request_id, Some(r))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.tripped(e))?;
         Ok(crossed
             .into_iter()
             .filter_map(|i| scopes.get(i as usize).map(|s| s.id.clone()))
@@ -408,30 +437,11 @@ impl Ledger for FleetLedger {
 
     async fn release(&self, scopes: &[Scope], request_id: &str) -> Result<(), LedgerError> {
         let mut conn = self.conn()?;
-        let now = now_ms();
-        let mut inv = self.settle.prepare_invoke();
-        for s in scopes {
-            for k in scope_keys(&s.id, s.budget.map_or(0, |b| b.window_start)) {
-                inv.key(k);
-            }
-        }
-        inv.key(format!("{BASE}:d:{}", super::day_of(now)));
-        inv.key(format!("{BASE}:log"));
-        inv.key(done_key(request_id));
-        inv.arg(request_id)
-            .arg(0)
-            .arg(0)
-            .arg(0)
-            .arg(scopes.len())
-            .arg("0");
-        for s in scopes {
-            let b = s.budget;
-            inv.arg(b.map_or(0, |b| b.window_start))
-                .arg(b.map_or(-1, |b| b.ttl_secs(now)))
-                .arg(-1)
-                .arg("0");
-        }
-        let _: Vec<i64> = inv.invoke_async(&mut conn).await.map_err(|e| self.tripped(e))?;
+        let _: Vec<i64> = self
+            .settle_invocation(scopes, request_id, None)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.tripped(e))?;
         Ok(())
     }
 
