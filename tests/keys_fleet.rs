@@ -508,3 +508,48 @@ async fn a_redis_that_lost_its_data_does_not_reset_a_budget() {
     let refused = call(&gw.url(), &key, 2).await.unwrap_err();
     assert_eq!(reason(&refused), "BUDGET_EXCEEDED");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_request_id_is_admitted_and_charged_each_time() {
+    let (redis, etcd) = (RedisServer::start().await, EtcdServer::start().await);
+    let fake = FakeOpenAi::replying("one two").await;
+    let gws = fleet(1, &config(&redis, &etcd, &fake, "")).await;
+    let url = gws[0].url();
+    let created = admin_at(&url)
+        .await
+        .create_key(with_key(
+            pb::CreateKeyRequest {
+                spec: Some(pb::KeySpec {
+                    limits: Some(pb::Limits {
+                        max_budget: Some(1.0),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            },
+            MASTER,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let key_id = created.info.unwrap().key_id;
+    until_all(std::slice::from_ref(&url), &created.key, |r| r.is_ok()).await;
+    // Clients often send the same request id again on a retry: each is its own admission, not
+    // a repeat of the first one's settlement.
+    for _ in 0..2 {
+        let r = common::http()
+            .post(format!("{url}/v1/chat/completions"))
+            .bearer_auth(&created.key)
+            .header("x-request-id", "the-same-id")
+            .json(&serde_json::json!({"model": "g", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+    let mut admin = admin_at(&url).await;
+    let spend = key_spend(&mut admin, &key_id).await;
+    // The probe call of until_all and the two requests: $0.01 each.
+    assert_eq!(spend.spend_nano_usd, 30_000_000, "{spend:?}");
+    assert_eq!(spend.reserved_nano_usd, 0, "{spend:?}");
+}

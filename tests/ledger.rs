@@ -63,6 +63,7 @@ fn record(id: &str, cost: f64, key: &str, minute: i64) -> SpendRecord {
         at_ms: now_ms(),
         estimated_tokens: 10,
         minute,
+        lease_id: String::new(),
     }
 }
 

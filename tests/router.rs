@@ -817,8 +817,10 @@ async fn requests_beyond_max_parallel_spill_to_other_deployments() {
     let open = FakeOpenAi::start(|_| Behavior::ReplyAfter(Duration::from_millis(300), "open".into())).await;
     let gw = Gateway::start(&config(
         &[
-            dep("g", "capped", &capped, ", max_parallel_requests: 1"),
-            dep("g", "open", &open, ""),
+            // Weighted so that the capped one is picked first almost always (with equal weights
+            // all six went to `open` one run in 64, and the test proved nothing).
+            dep("g", "capped", &capped, ", max_parallel_requests: 1, weight: 50"),
+            dep("g", "open", &open, ", weight: 1"),
         ],
         "",
     ))

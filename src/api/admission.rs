@@ -152,6 +152,13 @@ impl Quotas {
         };
         let mut grant = Grant::default();
         let scopes: Arc<[Scope]> = scopes.into();
+        // The ledger's id for this admission (leases, settlement, its done marker): unique even
+        // when callers send the same x-request-id twice, e.g. on a retry.
+        let lease_id = if scopes.is_empty() {
+            String::new()
+        } else {
+            format!("{}#{:016x}", req.request_id, fastrand::u64(..))
+        };
         let mut reserved = !scopes.is_empty();
         if !scopes.is_empty() {
             let max_output = req
@@ -162,7 +169,7 @@ impl Quotas {
                 .and_then(|g| g.worst_price)
                 .map_or(Cost::ZERO, |p| p.worst_case(prompt_tokens, u64::from(max_output)));
             let demand = Demand {
-                request_id: req.request_id.to_string(),
+                request_id: lease_id.clone(),
                 cost: worst,
                 tokens: prompt_tokens,
                 lease_ms: self.settings.reservation_ttl.as_millis() as u64,
@@ -205,7 +212,7 @@ impl Quotas {
                         // what it reserved goes back, and should it arrive later it reserves
                         // nothing. (Admitted fail-open below, the settlement does both.)
                         if scopes.iter().any(Scope::leased) {
-                            self.settler.release(scopes.clone(), req.request_id.to_string());
+                            self.settler.release(scopes.clone(), lease_id.clone());
                         }
                         return Err(ApiError::LedgerDown(why));
                     }
@@ -218,7 +225,7 @@ impl Quotas {
         }
         let renewer = (reserved && scopes.iter().any(Scope::leased)).then(|| {
             let (ledger, scopes) = (self.settler.ledger().clone(), scopes.clone());
-            let (id, ttl) = (req.request_id.to_string(), self.settings.reservation_ttl);
+            let (id, ttl) = (lease_id.clone(), self.settings.reservation_ttl);
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(ttl / 3).await;
@@ -235,7 +242,10 @@ impl Quotas {
             grant,
             renewer,
             started: Instant::now(),
-            record: Some(spend_record(&req, now, prompt_tokens, grant.minute)),
+            record: Some(SpendRecord {
+                lease_id,
+                ..spend_record(&req, now, prompt_tokens, grant.minute)
+            }),
         })
     }
 
@@ -278,6 +288,7 @@ fn spend_record(req: &Admission<'_>, now: i64, estimated_tokens: u64, minute: i6
         at_ms: now,
         estimated_tokens,
         minute,
+        lease_id: String::new(),
     }
 }
 

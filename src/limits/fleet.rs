@@ -425,7 +425,7 @@ impl Ledger for FleetLedger {
     async fn settle(&self, scopes: &[Scope], r: &SpendRecord) -> Result<Vec<String>, LedgerError> {
         let mut conn = self.conn()?;
         let crossed: Vec<i64> = self
-            .settle_invocation(scopes, &r.request_id, Some(r))
+            .settle_invocation(scopes, r.lease_id(), Some(r))
             .invoke_async(&mut conn)
             .await
             .map_err(|e| self.tripped(e))?;

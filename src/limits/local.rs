@@ -171,7 +171,7 @@ impl Ledger for LocalLedger {
         let mut crossed = Vec::new();
         for s in scopes {
             let sc = st.scopes.entry(s.id.clone()).or_default();
-            if let Some((_, window, amount)) = sc.leases.remove(&r.request_id)
+            if let Some((_, window, amount)) = sc.leases.remove(r.lease_id())
                 && let Some(w) = sc.windows.get_mut(&window)
             {
                 w.1 = w.1 - amount;

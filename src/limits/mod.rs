@@ -70,6 +70,7 @@ impl Budget {
 /// What one request asks of every scope.
 #[derive(Debug, Clone)]
 pub struct Demand {
+    /// The admission's id in the ledger ([`SpendRecord::lease_id`]).
     pub request_id: String,
     /// Worst case: every prompt token and `max_tokens` of output at the group's dearest price.
     pub cost: Cost,
@@ -173,9 +174,21 @@ pub struct SpendRecord {
     pub estimated_tokens: u64,
     #[serde(skip)]
     pub minute: i64,
+    /// The ledger's id of the admission (its leases and done marker), unique per admission even
+    /// when callers reuse a request id; empty: the request id.
+    #[serde(skip)]
+    pub lease_id: String,
 }
 
 impl SpendRecord {
+    /// The id the ledger knows this request's reservation by.
+    pub fn lease_id(&self) -> &str {
+        if self.lease_id.is_empty() {
+            &self.request_id
+        } else {
+            &self.lease_id
+        }
+    }
     fn tokens(&self) -> u64 {
         self.prompt_tokens + self.completion_tokens
     }
