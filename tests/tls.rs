@@ -49,6 +49,21 @@ async fn grpc(
     Ok(ChatServiceClient::new(channel))
 }
 
+/// `switchboard chat` against `url`, trusting the test CA (and presenting the client certificate).
+async fn cli(url: &str, dir: &Path, client_cert: bool) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    cmd.args(["chat", "--url", url, "--model", "m", "hi"])
+        .env("SWITCHBOARD_CA_CERT", dir.join("ca.pem"));
+    if client_cert {
+        cmd.env("SWITCHBOARD_CLIENT_CERT", dir.join("client.pem"))
+            .env("SWITCHBOARD_CLIENT_KEY", dir.join("client-key.pem"));
+    }
+    // Off the runtime's threads: the fake upstream this test serves runs on them.
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
+}
+
 /// Waits (up to 30 s: a bound for a loaded machine) until the gateway answers its readiness probe
 /// over TLS.
 async fn ready(client: &reqwest::Client, url: &str) {
@@ -120,6 +135,13 @@ async fn grpc_and_http_are_served_over_tls_and_plaintext_is_refused() {
     let answer = chat.complete(chat_request("m", "hi")).await.unwrap().into_inner();
     assert_eq!(answer.choices[0].message.as_ref().unwrap().content, "secure");
 
+    // The CLI speaks TLS too, trusting the CA named in SWITCHBOARD_CA_CERT.
+    let out = cli(&url, certs.path(), false).await;
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("secure"),
+        "{out:?}"
+    );
+
     // Plaintext on the TLS port gets nothing.
     let plain = common::http()
         .get(format!("{}/health/readiness", p.url))
@@ -155,6 +177,16 @@ async fn mutual_tls_refuses_clients_without_a_certificate() {
         Ok(mut c) => c.complete(chat_request("m", "hi")).await.is_err(),
     };
     assert!(refused, "a gRPC client without a certificate was served");
+
+    assert!(
+        !cli(&url, certs.path(), false).await.status.success(),
+        "the CLI without a certificate"
+    );
+    let out = cli(&url, certs.path(), true).await;
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("mutual"),
+        "{out:?}"
+    );
 
     let r = with_cert
         .post(format!("{url}/v1/chat/completions"))

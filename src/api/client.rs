@@ -7,6 +7,38 @@ use futures_util::StreamExt;
 
 use crate::proto::{self, chat_service_client::ChatServiceClient};
 
+/// A channel to the gateway at `url`. `https://` speaks TLS, trusting the PEM CA in
+/// `SWITCHBOARD_CA_CERT` (else the system's roots), with the client certificate and key in
+/// `SWITCHBOARD_CLIENT_CERT` / `SWITCHBOARD_CLIENT_KEY` for a gateway that requires one.
+pub async fn connect(url: &str) -> anyhow::Result<tonic::transport::Channel> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    let mut endpoint = Endpoint::from_shared(url.to_string()).map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+    if url.starts_with("https://") {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let read = |var: &str| -> anyhow::Result<Option<Vec<u8>>> {
+            match std::env::var_os(var) {
+                Some(path) => std::fs::read(&path)
+                    .map(Some)
+                    .map_err(|e| anyhow::anyhow!("{var}: cannot read {}: {e}", path.to_string_lossy())),
+                None => Ok(None),
+            }
+        };
+        let mut tls = ClientTlsConfig::new();
+        tls = match read("SWITCHBOARD_CA_CERT")? {
+            Some(ca) => tls.ca_certificate(Certificate::from_pem(ca)),
+            None => tls.with_native_roots(),
+        };
+        if let (Some(cert), Some(key)) = (read("SWITCHBOARD_CLIENT_CERT")?, read("SWITCHBOARD_CLIENT_KEY")?) {
+            tls = tls.identity(Identity::from_pem(cert, key));
+        }
+        endpoint = endpoint.tls_config(tls)?;
+    }
+    endpoint
+        .connect()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect to {url}: {e}"))
+}
+
 /// Sends one chat request to the gateway at `url` and prints the answer to stdout, then a line on
 /// stderr naming the deployment that served it.
 pub async fn chat(
@@ -17,9 +49,7 @@ pub async fn chat(
     prompt: String,
     stream: bool,
 ) -> anyhow::Result<()> {
-    let mut client = ChatServiceClient::connect(url.clone())
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot connect to {url}: {e}"))?;
+    let mut client = ChatServiceClient::new(connect(&url).await?);
     let text = |role: proto::Role, content: String| proto::Message {
         role: role as i32,
         content,
@@ -220,9 +250,7 @@ fn authed<T>(key: &Option<String>, msg: T) -> anyhow::Result<tonic::Request<T>> 
 /// Runs one admin command against the gateway at `url` with the master key.
 pub async fn admin(url: String, key: Option<String>, command: AdminCommand) -> anyhow::Result<()> {
     use proto::admin_service_client::AdminServiceClient;
-    let mut client = AdminServiceClient::connect(url.clone())
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot connect to {url}: {e}"))?;
+    let mut client = AdminServiceClient::new(connect(&url).await?);
     let fail = |s: tonic::Status| anyhow::anyhow!("{}: {}", s.code(), s.message());
     match command {
         AdminCommand::Keys(KeysCommand::Create {
