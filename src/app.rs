@@ -11,6 +11,7 @@ use tonic::codec::CompressionEncoding;
 use crate::{
     api::{self, AdminApi, ChatApi, EmbeddingsApi, Gateway, Quotas},
     auth::{Authenticator, Backend, Directory, EtcdBackend, MemoryBackend, manage::Manager},
+    cluster::redis::RedisTarget,
     config::Config,
     control::{Applier, ControlPlane},
     limits::{Checkpoint, FleetLedger, LocalLedger, Settler, SharedLedger},
@@ -212,7 +213,7 @@ pub async fn run_as(
             let ids = config.deployments.iter().map(|d| d.id.clone()).collect();
             tracing::info!(replica = %replica_id, "sharing deployment state through redis");
             FleetState::start(
-                url.expose().to_string(),
+                RedisTarget::new(url.expose(), config.router.redis_cluster),
                 replica_id.clone(),
                 listener.local_addr()?.to_string(),
                 ids,
@@ -221,11 +222,12 @@ pub async fn run_as(
         None => Arc::new(LocalState::default()),
     };
     let router = Arc::new(Router::new(table, state));
-    let fleet_ledger = config
-        .router
-        .redis_url
-        .as_ref()
-        .map(|url| FleetLedger::start(url.expose().to_string(), config.etcd.is_some()));
+    let fleet_ledger = config.router.redis_url.as_ref().map(|url| {
+        FleetLedger::start(
+            RedisTarget::new(url.expose(), config.router.redis_cluster),
+            config.etcd.is_some(),
+        )
+    });
     let ledger: SharedLedger = match &fleet_ledger {
         Some(l) => l.clone(),
         None => Arc::new(LocalLedger::default()),

@@ -10,7 +10,7 @@ use common::{
     Gateway, chat_request,
     fake_openai::{Behavior, FakeOpenAi},
     http,
-    redis::RedisServer,
+    redis::{Flavor, RedisServer},
 };
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -405,9 +405,26 @@ async fn a_hundred_identical_requests_make_one_upstream_call() {
 
 #[tokio::test]
 async fn replicas_share_the_cache_and_single_flight_through_redis_and_survive_its_death() {
-    let mut redis = RedisServer::start().await;
-    let fake = numbered(Duration::from_millis(300)).await;
+    let redis = RedisServer::start().await;
     let params = format!("type: redis, url: \"{}\"", redis.url());
+    shared_cache_scenario(redis, &params).await;
+}
+
+/// The same on a Redis Cluster named as LiteLLM does, by one seed node (the port a string): the
+/// client discovers the other nodes, and entries and their locks spread over their slots.
+#[tokio::test]
+async fn replicas_share_the_cache_through_a_redis_cluster() {
+    let redis = RedisServer::start_cluster(Flavor::Redis, 3).await;
+    let params = format!(
+        "type: redis, redis_startup_nodes: [{{host: 127.0.0.1, port: \"{}\"}}]",
+        redis.port
+    );
+    shared_cache_scenario(redis, &params).await;
+}
+
+async fn shared_cache_scenario(mut redis: RedisServer, params: &str) {
+    let fake = numbered(Duration::from_millis(300)).await;
+    let params = params.to_string();
     let (gw1, gw2) = (gateway(&fake, &params).await, gateway(&fake, &params).await);
     // Both replicas connected to Redis (the store connects in the background).
     tokio::time::sleep(Duration::from_millis(300)).await;

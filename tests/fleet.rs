@@ -9,7 +9,7 @@ use common::{
     fake_openai::{Behavior, FakeOpenAi, error_body},
     process::Process,
     reason,
-    redis::RedisServer,
+    redis::{Flavor, RedisServer},
 };
 use tonic::Code;
 
@@ -48,7 +48,20 @@ async fn fleet(n: usize, yaml: &str) -> Vec<Gateway> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cooldown_on_one_replica_is_honoured_by_all() {
-    let redis = RedisServer::start().await;
+    a_cooldown_on_one_replica_is_honoured_by_all_on(RedisServer::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cooldown_on_one_replica_is_honoured_by_all_on_a_redis_cluster() {
+    a_cooldown_on_one_replica_is_honoured_by_all_on(RedisServer::start_cluster(Flavor::Redis, 3).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cooldown_on_one_replica_is_honoured_by_all_on_valkey() {
+    a_cooldown_on_one_replica_is_honoured_by_all_on(RedisServer::start_flavor(Flavor::Valkey).await).await;
+}
+
+async fn a_cooldown_on_one_replica_is_honoured_by_all_on(redis: RedisServer) {
     let a = FakeOpenAi::start(|_| Behavior::Error {
         status: 429,
         body: error_body("Rate limit reached", "requests", Some("rate_limit_exceeded")),
@@ -99,7 +112,24 @@ async fn a_cooldown_on_one_replica_is_honoured_by_all() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rpm_holds_exactly_across_three_replicas_under_a_burst() {
-    let redis = RedisServer::start().await;
+    rpm_holds_exactly_across_three_replicas_under_a_burst_on(RedisServer::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpm_holds_exactly_across_three_replicas_under_a_burst_on_a_redis_cluster() {
+    rpm_holds_exactly_across_three_replicas_under_a_burst_on(
+        RedisServer::start_cluster(Flavor::Redis, 3).await,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpm_holds_exactly_across_three_replicas_under_a_burst_on_valkey() {
+    rpm_holds_exactly_across_three_replicas_under_a_burst_on(RedisServer::start_flavor(Flavor::Valkey).await)
+        .await;
+}
+
+async fn rpm_holds_exactly_across_three_replicas_under_a_burst_on(redis: RedisServer) {
     let up = FakeOpenAi::replying("ok").await;
     let yaml = fleet_config(&redis, &[("only", &up, "rpm: 60")], "num_retries: 0");
     let gws = fleet(3, &yaml).await;
@@ -176,14 +206,7 @@ async fn redis_dying_costs_no_request_and_sharing_resumes_when_it_returns() {
 
 /// The fleet's in-flight count for one deployment, read as replicas read it.
 async fn fleet_in_flight(redis: &RedisServer, deployment: &str) -> i64 {
-    let r = switchboard::cluster::redis::Redis::connect(
-        &redis.url(),
-        Duration::from_secs(1),
-        Duration::from_secs(1),
-    )
-    .await
-    .unwrap();
-    let mut conn = r.conn();
+    let mut conn = redis.connection().await;
     let v: Vec<i64> = switchboard::cluster::redis::SNAPSHOT
         .key(switchboard::cluster::redis::deployment_base(deployment))
         .invoke_async(&mut conn)
@@ -194,7 +217,18 @@ async fn fleet_in_flight(redis: &RedisServer, deployment: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_replicas_in_flight_requests_stop_counting_within_the_ttl() {
-    let redis = RedisServer::start().await;
+    a_killed_replicas_in_flight_requests_stop_counting_within_the_ttl_on(RedisServer::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_replicas_in_flight_requests_stop_counting_within_the_ttl_on_a_redis_cluster() {
+    a_killed_replicas_in_flight_requests_stop_counting_within_the_ttl_on(
+        RedisServer::start_cluster(Flavor::Redis, 3).await,
+    )
+    .await;
+}
+
+async fn a_killed_replicas_in_flight_requests_stop_counting_within_the_ttl_on(redis: RedisServer) {
     let hung = FakeOpenAi::start(|_| Behavior::Hang).await;
     let yaml = fleet_config(&redis, &[("slow", &hung, "")], "");
     let mut replica = Process::serve(&yaml, &["--replica-id", "doomed"]).await;
@@ -240,7 +274,18 @@ async fn a_killed_replicas_in_flight_requests_stop_counting_within_the_ttl() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn least_busy_balances_the_fleets_load_not_each_replicas() {
-    let redis = RedisServer::start().await;
+    least_busy_balances_the_fleets_load_not_each_replicas_on(RedisServer::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_busy_balances_the_fleets_load_not_each_replicas_on_a_redis_cluster() {
+    least_busy_balances_the_fleets_load_not_each_replicas_on(
+        RedisServer::start_cluster(Flavor::Redis, 3).await,
+    )
+    .await;
+}
+
+async fn least_busy_balances_the_fleets_load_not_each_replicas_on(redis: RedisServer) {
     let a = FakeOpenAi::start(|_| Behavior::ReplyAfter(Duration::from_millis(1500), "a".into())).await;
     let b = FakeOpenAi::start(|_| Behavior::ReplyAfter(Duration::from_millis(1500), "b".into())).await;
     let yaml = fleet_config(
@@ -334,8 +379,27 @@ async fn latency_measured_by_one_replica_guides_the_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_cluster_shows_every_replica_and_the_fleets_deployment_state() {
+    get_cluster_shows_every_replica_and_the_fleets_deployment_state_on(RedisServer::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_cluster_shows_every_replica_and_the_fleets_deployment_state_on_a_redis_cluster() {
+    get_cluster_shows_every_replica_and_the_fleets_deployment_state_on(
+        RedisServer::start_cluster(Flavor::Redis, 3).await,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_cluster_shows_every_replica_and_the_fleets_deployment_state_on_valkey() {
+    get_cluster_shows_every_replica_and_the_fleets_deployment_state_on(
+        RedisServer::start_flavor(Flavor::Valkey).await,
+    )
+    .await;
+}
+
+async fn get_cluster_shows_every_replica_and_the_fleets_deployment_state_on(redis: RedisServer) {
     use switchboard::proto::{DeploymentHealth, GetClusterRequest, admin_service_client::AdminServiceClient};
-    let redis = RedisServer::start().await;
     let a = FakeOpenAi::start(|_| Behavior::Error {
         status: 429,
         body: error_body("Rate limit reached", "requests", Some("rate_limit_exceeded")),
@@ -408,7 +472,23 @@ async fn get_cluster_shows_every_replica_and_the_fleets_deployment_state() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_stopped_mid_load_fails_nothing_and_the_fleet_converges_after() {
-    let mut redis = RedisServer::start().await;
+    redis_stopped_mid_load(RedisServer::start().await, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_redis_cluster_stopped_mid_load_fails_nothing() {
+    redis_stopped_mid_load(RedisServer::start_cluster(Flavor::Redis, 3).await, None).await;
+}
+
+/// One primary of three dies (its slots are unserved, and once the others notice, the cluster
+/// refuses everything: no replica to fail over to); it comes back with its slots and no data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_redis_cluster_node_killed_mid_load_fails_nothing() {
+    redis_stopped_mid_load(RedisServer::start_cluster(Flavor::Redis, 3).await, Some(1)).await;
+}
+
+/// Kills Redis (or only cluster node `node`) for a second under load, then restarts it.
+async fn redis_stopped_mid_load(mut redis: RedisServer, node: Option<usize>) {
     let a = FakeOpenAi::replying("a").await;
     let b = FakeOpenAi::replying("b").await;
     let yaml = fleet_config(
@@ -436,9 +516,19 @@ async fn redis_stopped_mid_load_fails_nothing_and_the_fleet_converges_after() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    redis.kill();
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    redis.restart().await;
+    match node {
+        None => {
+            redis.kill();
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            redis.restart().await;
+        }
+        Some(n) => {
+            redis.kill_node(n);
+            // Past the cluster's node timeout (2 s): the survivors mark the cluster failed.
+            tokio::time::sleep(Duration::from_millis(3000)).await;
+            redis.restart_node(n).await;
+        }
+    }
     for gw in &gws {
         common::wait_ready(&gw.url()).await;
     }
@@ -451,7 +541,10 @@ async fn redis_stopped_mid_load_fails_nothing_and_the_fleet_converges_after() {
         failed += f;
         worst = worst.max(wst);
     }
-    println!("redis stopped mid-load: {ok} ok, {failed} failed, slowest {worst:?}");
+    println!(
+        "redis {} stopped mid-load: {ok} ok, {failed} failed, slowest {worst:?}",
+        node.map_or("(all of it)".to_string(), |n| format!("cluster node {n}"))
+    );
     assert_eq!(failed, 0);
     assert!(ok > 100, "load kept flowing: {ok}");
     assert!(worst < Duration::from_millis(500), "slowest request {worst:?}");

@@ -11,7 +11,7 @@ use common::{
     fake_openai::{Behavior, FakeOpenAi},
     process::Process,
     reason,
-    redis::RedisServer,
+    redis::{Flavor, RedisServer},
 };
 use switchboard::proto::{self as pb, admin_service_client::AdminServiceClient};
 use tonic::{Code, Request, transport::Channel};
@@ -200,7 +200,22 @@ async fn keys_are_shared_and_a_revoked_key_stops_everywhere_within_a_second() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_never_overspend_a_one_dollar_key() {
-    let (redis, etcd) = (RedisServer::start().await, EtcdServer::start().await);
+    three_replicas_never_overspend_a_one_dollar_key_on(RedisServer::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_never_overspend_a_one_dollar_key_on_a_redis_cluster() {
+    three_replicas_never_overspend_a_one_dollar_key_on(RedisServer::start_cluster(Flavor::Redis, 3).await)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_never_overspend_a_one_dollar_key_on_valkey() {
+    three_replicas_never_overspend_a_one_dollar_key_on(RedisServer::start_flavor(Flavor::Valkey).await).await;
+}
+
+async fn three_replicas_never_overspend_a_one_dollar_key_on(redis: RedisServer) {
+    let etcd = EtcdServer::start().await;
     // Random upstream latency (0-60 ms), the same answer: 2 output tokens, $0.01.
     let fake = FakeOpenAi::start(|n| {
         Behavior::ReplyAfter(Duration::from_millis((n as u64 * 7919) % 61), "one two".into())
@@ -448,7 +463,17 @@ async fn with_redis_down_budgets_fail_closed_and_rate_limits_fail_open() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_that_lost_its_data_does_not_reset_a_budget() {
-    let (mut redis, etcd) = (RedisServer::start().await, EtcdServer::start().await);
+    a_redis_that_lost_its_data_does_not_reset_a_budget_on(RedisServer::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_lost_its_data_does_not_reset_a_budget_on_a_redis_cluster() {
+    a_redis_that_lost_its_data_does_not_reset_a_budget_on(RedisServer::start_cluster(Flavor::Redis, 3).await)
+        .await;
+}
+
+async fn a_redis_that_lost_its_data_does_not_reset_a_budget_on(mut redis: RedisServer) {
+    let etcd = EtcdServer::start().await;
     let fake = FakeOpenAi::replying("one two").await;
     let gw = Gateway::start(&config(&redis, &etcd, &fake, ", spend_checkpoint_interval: 0.5")).await;
     common::wait_ready(&gw.url()).await;

@@ -5,7 +5,7 @@ mod common;
 
 use std::{sync::Arc, time::Duration};
 
-use common::redis::RedisServer;
+use common::redis::{Flavor, RedisServer};
 use switchboard::{
     domain::Cost,
     limits::{Budget, Demand, FleetLedger, Ledger, LocalLedger, Refusal, Scope, SpendRecord, day_of, now_ms},
@@ -228,7 +228,20 @@ async fn the_local_ledger_keeps_the_rules() {
 
 #[tokio::test]
 async fn the_redis_ledger_keeps_the_same_rules() {
-    let redis = RedisServer::start().await;
+    redis_ledger_scenarios(RedisServer::start().await).await;
+}
+
+#[tokio::test]
+async fn the_ledger_keeps_the_same_rules_on_valkey() {
+    redis_ledger_scenarios(RedisServer::start_flavor(Flavor::Valkey).await).await;
+}
+
+#[tokio::test]
+async fn the_ledger_keeps_the_same_rules_on_a_redis_cluster() {
+    redis_ledger_scenarios(RedisServer::start_cluster(Flavor::Redis, 3).await).await;
+}
+
+async fn redis_ledger_scenarios(redis: RedisServer) {
     let ledger: Arc<FleetLedger> = FleetLedger::start(redis.url(), false);
     // Connects in the background.
     for _ in 0..100 {
@@ -261,4 +274,74 @@ async fn the_redis_ledger_reports_unavailable_when_redis_is_gone() {
         "{:?}",
         started.elapsed()
     );
+}
+
+/// The leader's spend checkpoint finds every budget window (a SCAN, which on a cluster must go to
+/// the node holding the `{q}` slot) and puts them back into a cluster that restarted empty.
+#[tokio::test]
+async fn spend_checkpoints_round_trip_through_a_redis_cluster_that_lost_its_data() {
+    let mut redis = RedisServer::start_cluster(Flavor::Redis, 3).await;
+    let ledger = FleetLedger::start(redis.url(), false);
+    for _ in 0..100 {
+        if ledger.spend(&scope("probe")).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A fresh Redis is marked known-good by restoring the (empty) checkpoint, as a gateway does.
+    assert!(
+        ledger.checkpoint().await.is_err(),
+        "no checkpoint of an unmarked redis"
+    );
+    ledger.restore(&Default::default()).await.unwrap();
+    let scopes: Vec<Scope> = (0..5)
+        .map(|i| budget(&format!("key:cp{i}"), 10.0, None))
+        .collect();
+    for (i, s) in scopes.iter().enumerate() {
+        let s = std::slice::from_ref(s);
+        ledger
+            .admit(s, &demand(&format!("cp{i}"), 1.0, 0))
+            .await
+            .unwrap()
+            .unwrap();
+        ledger
+            .settle(s, &record(&format!("cp{i}"), 0.5 + i as f64, "cp", 0))
+            .await
+            .unwrap();
+    }
+    let checkpoint = ledger.checkpoint().await.unwrap();
+    let found: Vec<i64> = {
+        let mut v: Vec<i64> = checkpoint.budgets.iter().map(|(_, spent, _)| *spent).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        found,
+        (0..5).map(|i| usd(0.5 + i as f64).nano_usd()).collect::<Vec<_>>(),
+        "every budget window is in the checkpoint"
+    );
+
+    redis.restart().await;
+    let started = std::time::Instant::now();
+    let needs = loop {
+        match ledger.needs_restore().await {
+            Ok(needs) => break needs,
+            Err(e) => assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "cluster never came back: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(needs, "an emptied cluster is noticed");
+    assert!(
+        ledger.checkpoint().await.is_err(),
+        "an emptied, unrestored redis is never checkpointed (it would overwrite the good copy)"
+    );
+    assert_eq!(ledger.spend(&scopes[4]).await.unwrap().spent, Cost::ZERO);
+    ledger.restore(&checkpoint).await.unwrap();
+    assert!(!ledger.needs_restore().await.unwrap());
+    for (i, s) in scopes.iter().enumerate() {
+        assert_eq!(ledger.spend(s).await.unwrap().spent, usd(0.5 + i as f64));
+    }
 }

@@ -22,6 +22,7 @@ pub use key::{CacheKey, Partition};
 use store::{Found, LocalStore, RedisStore};
 
 use crate::{
+    cluster::redis::RedisTarget,
     config::{CacheBackend, CacheSettings, Isolation},
     domain::{CacheControl, ChatChunk, ChatResponse, EmbedResponse, now_ms},
 };
@@ -135,7 +136,9 @@ impl ResponseCache {
     pub fn new(settings: CacheSettings) -> Arc<Self> {
         let backend = match &settings.backend {
             CacheBackend::Local { max_size } => Backend::Local(LocalStore::new(*max_size)),
-            CacheBackend::Redis { url } => Backend::Redis(RedisStore::start(url.expose().to_string())),
+            CacheBackend::Redis { url, cluster } => {
+                Backend::Redis(RedisStore::start(RedisTarget::new(url.expose(), *cluster)))
+            }
         };
         Arc::new(Self {
             settings,

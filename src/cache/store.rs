@@ -18,7 +18,10 @@ use redis::Script;
 use tokio::time::Instant;
 
 use super::{CacheKey, Entry};
-use crate::{cluster::redis::Redis, domain::now_ms};
+use crate::{
+    cluster::redis::{Conn, Redis, RedisTarget},
+    domain::now_ms,
+};
 
 /// Longest a cache command may take before the request goes on without the cache.
 const COMMAND_TIMEOUT: Duration = Duration::from_millis(100);
@@ -142,9 +145,9 @@ fn lock_key(key: &CacheKey) -> String {
 
 impl RedisStore {
     /// Connects in the background (retrying); until connected the cache is bypassed.
-    pub fn start(url: String) -> Arc<Self> {
+    pub fn start(target: RedisTarget) -> Arc<Self> {
         Arc::new(Self {
-            redis: crate::cluster::redis::connect_in_background(url, COMMAND_TIMEOUT, "cache"),
+            redis: crate::cluster::redis::connect_in_background(target, COMMAND_TIMEOUT, "cache"),
             down_until: AtomicI64::new(0),
             unlock: Script::new(UNLOCK),
             token: format!("{:032x}", fastrand::u128(..)),
@@ -152,7 +155,7 @@ impl RedisStore {
     }
 
     /// A connection, unless Redis is unconnected or failed within the last second.
-    fn conn(&self) -> Option<redis::aio::ConnectionManager> {
+    fn conn(&self) -> Option<Conn> {
         if now_ms() < self.down_until.load(Ordering::Relaxed) {
             return None;
         }

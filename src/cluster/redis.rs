@@ -6,49 +6,179 @@
 use std::time::Duration;
 
 use redis::{
-    AsyncCommands as _, Script,
-    aio::{ConnectionManager, ConnectionManagerConfig},
+    AsyncCommands as _, Cmd, FromRedisValue, RedisFuture, Script, Value,
+    aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
+    cluster::ClusterClient,
+    cluster_async::ClusterConnection,
+    cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr},
 };
 
 /// Key and channel prefix; bumped when the layout changes, so old and new code never share data.
 pub const PREFIX: &str = "sb:v1";
 
+/// Where Redis is: one server (`redis://`, `rediss://`, `unix://`), or a Redis Cluster given by
+/// one or more seed nodes (the client discovers the rest and follows slot moves and failovers).
+/// The URLs may carry passwords, so this type has no `Debug` and never prints them.
+#[derive(Clone)]
+pub struct RedisTarget {
+    urls: Vec<String>,
+    cluster: bool,
+}
+
+impl RedisTarget {
+    /// `spec` is one URL or several separated by commas; several URLs always mean a cluster.
+    pub fn new(spec: &str, cluster: bool) -> RedisTarget {
+        let urls: Vec<String> = spec
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_string)
+            .collect();
+        let cluster = cluster || urls.len() > 1;
+        RedisTarget { urls, cluster }
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        self.cluster
+    }
+}
+
+impl From<String> for RedisTarget {
+    fn from(spec: String) -> RedisTarget {
+        RedisTarget::new(&spec, false)
+    }
+}
+
+impl From<&str> for RedisTarget {
+    fn from(spec: &str) -> RedisTarget {
+        RedisTarget::new(spec, false)
+    }
+}
+
+/// A command connection to one server or to a cluster. Both reconnect by themselves; commands with
+/// keys go to the node that owns the key's slot (scripts by their first key).
+#[derive(Clone)]
+pub enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+impl Conn {
+    /// Runs a keyless command (SCAN) on the node that owns `key`'s slot: on a cluster, that is
+    /// where every key sharing `key`'s hash tag lives.
+    pub async fn query_at<T: FromRedisValue>(&mut self, key: &str, cmd: Cmd) -> redis::RedisResult<T> {
+        match self {
+            Conn::Single(c) => cmd.query_async(c).await,
+            Conn::Cluster(c) => {
+                let route = Route::with_key(key.as_bytes(), SlotAddr::Master);
+                let value = c
+                    .route_command(
+                        cmd,
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
+                    )
+                    .await?;
+                Ok(redis::from_redis_value(value)?)
+            }
+        }
+    }
+}
+
 /// A connected Redis.
 #[derive(Clone)]
 pub struct Redis {
-    conn: ConnectionManager,
-    client: redis::Client,
+    conn: Conn,
+    /// Where subscriptions go: the server, or each seed of a cluster in turn (a cluster forwards
+    /// every PUBLISH to all its nodes, so any one of them hears every event).
+    subscribe_to: Vec<redis::Client>,
 }
 
 impl Redis {
     /// Connects, bounded by `timeout`. Commands time out after `response_timeout`.
     pub async fn connect(
-        url: &str,
+        target: &RedisTarget,
         timeout: Duration,
         response_timeout: Duration,
     ) -> redis::RedisResult<Redis> {
-        let client = redis::Client::open(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(response_timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = tokio::time::timeout(
-            timeout,
-            ConnectionManager::new_with_config(client.clone(), config),
-        )
-        .await
-        .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))??;
-        Ok(Redis { conn, client })
+        let timed_out = || redis::RedisError::from((redis::ErrorKind::Io, "connect timed out"));
+        let subscribe_to = target
+            .urls
+            .iter()
+            .map(|u| redis::Client::open(u.as_str()))
+            .collect::<redis::RedisResult<Vec<_>>>()?;
+        let Some(first) = subscribe_to.first().cloned() else {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "no redis url",
+            )));
+        };
+        let conn = if target.cluster {
+            let client = ClusterClient::builder(target.urls.iter().map(String::as_str))
+                .connection_timeout(timeout)
+                .response_timeout(response_timeout)
+                .retries(2)
+                .max_retry_wait(500)
+                .build()?;
+            let conn = tokio::time::timeout(timeout, client.get_async_connection())
+                .await
+                .map_err(|_| timed_out())??;
+            Conn::Cluster(conn)
+        } else {
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(timeout))
+                .set_response_timeout(Some(response_timeout))
+                .set_number_of_retries(2)
+                .set_max_delay(Duration::from_millis(500));
+            let conn = tokio::time::timeout(timeout, ConnectionManager::new_with_config(first, config))
+                .await
+                .map_err(|_| timed_out())??;
+            Conn::Single(conn)
+        };
+        Ok(Redis { conn, subscribe_to })
     }
 
-    pub fn conn(&self) -> ConnectionManager {
+    pub fn conn(&self) -> Conn {
         self.conn.clone()
     }
 
-    /// A dedicated pub/sub connection (subscriptions cannot share the multiplexed one).
+    /// A dedicated pub/sub connection (subscriptions cannot share the multiplexed one): to the
+    /// first node that answers.
     pub async fn pubsub(&self) -> redis::RedisResult<redis::aio::PubSub> {
-        self.client.get_async_pubsub().await
+        let mut last = None;
+        for client in &self.subscribe_to {
+            match client.get_async_pubsub().await {
+                Ok(ps) => return Ok(ps),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| redis::RedisError::from((redis::ErrorKind::Io, "no redis node"))))
     }
 
     pub async fn ping(&self) -> bool {
@@ -58,10 +188,10 @@ impl Redis {
 }
 
 /// A Redis connected in the background: empty until the first connection succeeds (retried every
-/// half second for as long as the slot is alive); the connection manager reconnects after that.
+/// half second for as long as the slot is alive); the connection reconnects by itself after that.
 /// Users treat an empty slot as "Redis unavailable" and apply their failure rules.
 pub fn connect_in_background(
-    url: String,
+    target: RedisTarget,
     response_timeout: Duration,
     who: &'static str,
 ) -> std::sync::Arc<arc_swap::ArcSwapOption<Redis>> {
@@ -71,7 +201,7 @@ pub fn connect_in_background(
         loop {
             let Some(slot) = slot.upgrade() else { return };
             if slot.load().is_none() {
-                match Redis::connect(&url, Duration::from_secs(1), response_timeout).await {
+                match Redis::connect(&target, Duration::from_secs(1), response_timeout).await {
                     Ok(r) => slot.store(Some(std::sync::Arc::new(r))),
                     Err(e) => tracing::debug!(error = %e, who, "redis connect failed"),
                 }
@@ -88,9 +218,10 @@ pub fn deployment_base(deployment: &str) -> String {
     format!("{PREFIX}:{{{deployment}}}")
 }
 
-/// The sorted set of replicas by last heartbeat (ms, server time).
+/// The sorted set of replicas by last heartbeat (ms, server time); each replica's details are in
+/// `<this>:<replica>`, in the same slot.
 pub fn replicas_key() -> String {
-    format!("{PREFIX}:replicas")
+    format!("{PREFIX}:{{replicas}}")
 }
 
 /// Registers a replica: heartbeat in the sorted set, address and version beside it.

@@ -31,8 +31,8 @@ pub struct CacheSettings {
 pub enum CacheBackend {
     /// In this process: at most `max_size` entries, least recently used evicted first.
     Local { max_size: usize },
-    /// Shared by every replica.
-    Redis { url: Secret },
+    /// Shared by every replica: one Redis, or a Redis Cluster (`url` lists its seeds).
+    Redis { url: Secret, cluster: bool },
 }
 
 /// Which callers share cached answers.
@@ -51,7 +51,7 @@ const AT: &str = "litellm_settings.cache_params";
 pub(super) fn validate(
     enabled: Option<bool>,
     params: Option<RawCacheParams>,
-    router_redis: Option<&Secret>,
+    router_redis: Option<(&Secret, bool)>,
 ) -> Result<Option<CacheSettings>, ConfigError> {
     if !enabled.unwrap_or(false) {
         return Ok(None);
@@ -70,28 +70,27 @@ pub(super) fn validate(
             },
         },
         "redis" => {
-            let url = match (&p.url, &p.host) {
-                (Some(u), _) => Some(u.clone()),
-                (None, Some(host)) => {
-                    let auth = p.password.as_ref().map(|p| format!(":{p}@")).unwrap_or_default();
-                    Some(format!("redis://{auth}{host}:{}", p.port.unwrap_or(6379)))
-                }
-                (None, None) => router_redis.map(|s| s.expose().to_string()),
-            };
-            let url = url.ok_or_else(|| {
-                ConfigError::at(
-                    at("type"),
-                    "redis needs cache_params.host (or url), or router_settings.redis_url",
-                )
+            let own = super::router::redis_address(super::router::RedisFields {
+                at: AT,
+                url: p.url.as_deref(),
+                host: p.host.as_deref(),
+                port: p.port,
+                password: p.password.as_deref(),
+                startup_nodes: p.redis_startup_nodes.as_deref(),
             })?;
-            if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://")) {
-                return Err(ConfigError::at(
-                    at("url"),
-                    "must be a redis://, rediss:// or unix:// URL",
-                ));
-            }
+            let (url, cluster) = match (own, router_redis) {
+                (Some(own), _) => own,
+                (None, Some((url, cluster))) => (url.expose().to_string(), cluster),
+                (None, None) => {
+                    return Err(ConfigError::at(
+                        at("type"),
+                        "redis needs cache_params.host (or url, or redis_startup_nodes), or router_settings.redis_url",
+                    ));
+                }
+            };
             CacheBackend::Redis {
                 url: Secret::new(url),
+                cluster,
             }
         }
         other @ ("redis-semantic" | "valkey-semantic" | "qdrant-semantic" | "s3" | "gcs" | "disk") => {

@@ -558,7 +558,7 @@ fn validate(
     let cache = cache::validate(
         raw.litellm_settings.cache,
         raw.litellm_settings.cache_params,
-        router.redis_url.as_ref(),
+        router.redis_url.as_ref().map(|url| (url, router.redis_cluster)),
     )?;
     if raw.general_settings.trace_content.unwrap_or(false) {
         router.trace_content = Some(raw.general_settings.trace_content_redact.clone());

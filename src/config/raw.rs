@@ -106,6 +106,31 @@ pub struct RawRouterSettings {
     pub redis_host: Option<String>,
     pub redis_port: Option<u16>,
     pub redis_password: Option<String>,
+    /// LiteLLM's Redis Cluster seeds: `[{host, port}]`.
+    pub redis_startup_nodes: Option<Vec<RawRedisNode>>,
+    /// Switchboard: `redis_url` names a Redis Cluster (implied by several comma-separated URLs).
+    pub redis_cluster: Option<bool>,
+}
+
+/// One Redis Cluster seed node, as LiteLLM writes it (the port as a number or a string).
+#[derive(Debug, Deserialize)]
+pub struct RawRedisNode {
+    pub host: String,
+    #[serde(deserialize_with = "port_number_or_string")]
+    pub port: u16,
+}
+
+fn port_number_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Port {
+        N(u16),
+        S(String),
+    }
+    match Port::deserialize(d)? {
+        Port::N(n) => Ok(n),
+        Port::S(s) => s.trim().parse().map_err(serde::de::Error::custom),
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -154,6 +179,8 @@ pub struct RawCacheParams {
     pub password: Option<String>,
     #[serde(alias = "redis_url")]
     pub url: Option<String>,
+    /// LiteLLM's Redis Cluster seeds: `[{host, port}]`.
+    pub redis_startup_nodes: Option<Vec<RawRedisNode>>,
     /// Seconds.
     pub ttl: Option<f64>,
     pub default_in_memory_ttl: Option<f64>,

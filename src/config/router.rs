@@ -160,8 +160,11 @@ pub struct RouterSettings {
     pub max_fallbacks: u32,
     /// Requests that may wait for a free deployment slot, per group.
     pub max_queue: u32,
-    /// Redis for the fleet's shared state; `None`: this replica's state only.
+    /// Redis for the fleet's shared state (one URL, or a cluster's seeds comma-separated);
+    /// `None`: this replica's state only.
     pub redis_url: Option<crate::domain::Secret>,
+    /// `redis_url` is a Redis Cluster.
+    pub redis_cluster: bool,
 }
 
 impl RouterSettings {
@@ -249,6 +252,7 @@ pub(super) fn validate(
         Some(s) => parse_strategy(s, "router_settings.routing_strategy")?,
         None => RoutingStrategy::SimpleShuffle,
     };
+    let redis = redis_url(&r, lookup)?;
     let mut group_settings = HashMap::new();
     for (name, g) in &r.model_group_settings {
         let at = format!("router_settings.model_group_settings.{name}");
@@ -320,34 +324,87 @@ pub(super) fn validate(
         content_policy_fallbacks: fallbacks(cp, &[], &format!("{cp_at}.content_policy_fallbacks"), groups)?,
         max_fallbacks: r.max_fallbacks.unwrap_or(5),
         max_queue: r.max_queue.unwrap_or(1000),
-        redis_url: redis_url(&r, lookup)?,
+        redis_url: redis.as_ref().map(|(url, _)| url.clone()),
+        redis_cluster: redis.as_ref().is_some_and(|(_, cluster)| *cluster),
     })
 }
 
-/// `redis_url`, else LiteLLM's `redis_host`/`redis_port`/`redis_password`, else `SWITCHBOARD_REDIS_URL`.
+/// Where a Redis is, from the ways a config can say it: a URL (several, comma-separated, for a
+/// cluster), LiteLLM's host/port/password, or LiteLLM's cluster `redis_startup_nodes`. Returns the
+/// URL list and whether it is a cluster; `at` names the block for errors.
+pub(super) struct RedisFields<'a> {
+    pub at: &'a str,
+    pub url: Option<&'a str>,
+    pub host: Option<&'a str>,
+    pub port: Option<u16>,
+    pub password: Option<&'a str>,
+    pub startup_nodes: Option<&'a [raw::RawRedisNode]>,
+}
+
+pub(super) fn redis_address(f: RedisFields<'_>) -> Result<Option<(String, bool)>, ConfigError> {
+    let auth = f.password.map(|p| format!(":{p}@")).unwrap_or_default();
+    let (spec, cluster) = match (f.url, f.startup_nodes, f.host) {
+        (Some(url), _, _) => (url.to_string(), false),
+        (None, Some(nodes), _) => {
+            if nodes.is_empty() {
+                return Err(ConfigError::at(
+                    format!("{}.redis_startup_nodes", f.at),
+                    "lists no node",
+                ));
+            }
+            let urls: Vec<String> = nodes
+                .iter()
+                .map(|n| format!("redis://{auth}{}:{}", n.host, n.port))
+                .collect();
+            (urls.join(","), true)
+        }
+        (None, None, Some(host)) => (format!("redis://{auth}{host}:{}", f.port.unwrap_or(6379)), false),
+        (None, None, None) => return Ok(None),
+    };
+    let urls: Vec<&str> = spec.split(',').map(str::trim).collect();
+    for u in &urls {
+        let scheme_ok = u.starts_with("redis://") || u.starts_with("rediss://") || u.starts_with("unix://");
+        if !scheme_ok {
+            return Err(ConfigError::at(
+                format!("{}.redis_url", f.at),
+                "must be a redis://, rediss:// or unix:// URL (several, comma-separated, for a cluster)",
+            ));
+        }
+        if urls.len() > 1 && u.starts_with("unix://") {
+            return Err(ConfigError::at(
+                format!("{}.redis_url", f.at),
+                "a Redis Cluster is reached over TCP: unix:// cannot be a cluster node",
+            ));
+        }
+    }
+    let cluster = cluster || urls.len() > 1;
+    Ok(Some((spec, cluster)))
+}
+
+/// `redis_url`, else LiteLLM's `redis_host`/`redis_port`/`redis_password` or
+/// `redis_startup_nodes`, else `SWITCHBOARD_REDIS_URL` (and `SWITCHBOARD_REDIS_CLUSTER`).
 fn redis_url(
     r: &raw::RawRouterSettings,
     lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<Option<crate::domain::Secret>, ConfigError> {
-    let url = match (&r.redis_url, &r.redis_host) {
-        (Some(url), _) => Some(url.clone()),
-        (None, Some(host)) => {
-            let auth = r
-                .redis_password
-                .as_ref()
-                .map(|p| format!(":{p}@"))
-                .unwrap_or_default();
-            Some(format!("redis://{auth}{host}:{}", r.redis_port.unwrap_or(6379)))
+) -> Result<Option<(crate::domain::Secret, bool)>, ConfigError> {
+    let from_env = lookup("SWITCHBOARD_REDIS_URL");
+    let configured = r.redis_url.is_some() || r.redis_host.is_some() || r.redis_startup_nodes.is_some();
+    let address = redis_address(RedisFields {
+        at: "router_settings",
+        url: r
+            .redis_url
+            .as_deref()
+            .or(from_env.as_deref().filter(|_| !configured)),
+        host: r.redis_host.as_deref(),
+        port: r.redis_port,
+        password: r.redis_password.as_deref(),
+        startup_nodes: r.redis_startup_nodes.as_deref(),
+    })?;
+    let forced = match r.redis_cluster {
+        Some(c) => c,
+        None => {
+            lookup("SWITCHBOARD_REDIS_CLUSTER").is_some_and(|v| matches!(v.as_str(), "1" | "true" | "yes"))
         }
-        (None, None) => lookup("SWITCHBOARD_REDIS_URL"),
     };
-    match url {
-        Some(u) if !(u.starts_with("redis://") || u.starts_with("rediss://") || u.starts_with("unix://")) => {
-            Err(ConfigError::at(
-                "router_settings.redis_url",
-                "must be a redis://, rediss:// or unix:// URL",
-            ))
-        }
-        u => Ok(u.map(crate::domain::Secret::new)),
-    }
+    Ok(address.map(|(spec, cluster)| (crate::domain::Secret::new(spec), cluster || forced)))
 }

@@ -442,7 +442,12 @@ fn cache_settings_follow_litellm_and_reject_what_is_not_supported() {
     .unwrap();
     let cache = c.cache.unwrap();
     match &cache.backend {
-        CacheBackend::Redis { url } => assert_eq!(url.expose(), "redis://:pw@cache.internal:6380"),
+        CacheBackend::Redis { url, cluster } => {
+            assert_eq!(
+                (url.expose(), *cluster),
+                ("redis://:pw@cache.internal:6380", false)
+            )
+        }
         other => panic!("{other:?}"),
     }
     assert_eq!(cache.ttl, Duration::from_secs(30));
@@ -489,5 +494,97 @@ fn random_configs_never_panic() {
                 let _ = Config::parse(&text, &env);
             }
         }
+    }
+}
+
+#[test]
+fn redis_is_one_server_or_a_cluster_however_the_config_names_it() {
+    let router = |settings: &str, env: &dyn Fn(&str) -> Option<String>| {
+        let c = Config::parse(&format!("{ISSUE_EXAMPLE}router_settings: {settings}\n"), env)?;
+        Ok::<_, ConfigError>((
+            c.router.redis_url.map(|u| u.expose().to_string()),
+            c.router.redis_cluster,
+        ))
+    };
+    let one = |url: &str| (Some(url.to_string()), false);
+    let cluster = |url: &str| (Some(url.to_string()), true);
+    assert_eq!(router("{}", &env).unwrap(), (None, false));
+    assert_eq!(
+        router("{redis_url: 'redis://r:6379'}", &env).unwrap(),
+        one("redis://r:6379")
+    );
+    assert_eq!(
+        router("{redis_url: 'redis://a:7000, redis://b:7001'}", &env).unwrap(),
+        cluster("redis://a:7000, redis://b:7001"),
+        "several URLs are a cluster's seeds"
+    );
+    assert_eq!(
+        router("{redis_url: 'rediss://a:7000', redis_cluster: true}", &env).unwrap(),
+        cluster("rediss://a:7000"),
+        "one seed, cluster said explicitly"
+    );
+    // LiteLLM's shape: startup nodes, ports as numbers or strings, the password applied to each.
+    assert_eq!(
+        router(
+            "{redis_startup_nodes: [{host: a, port: 7000}, {host: b, port: '7001'}], redis_password: pw}",
+            &env
+        )
+        .unwrap(),
+        cluster("redis://:pw@a:7000,redis://:pw@b:7001")
+    );
+    let from_env = |name: &str| match name {
+        "SWITCHBOARD_REDIS_URL" => Some("redis://seed:7000".to_string()),
+        "SWITCHBOARD_REDIS_CLUSTER" => Some("true".to_string()),
+        other => env(other),
+    };
+    assert_eq!(router("{}", &from_env).unwrap(), cluster("redis://seed:7000"));
+    assert_eq!(
+        router("{redis_host: h}", &from_env).unwrap(),
+        cluster("redis://h:6379"),
+        "the config's address wins over the environment's; the cluster switch still applies"
+    );
+
+    let e = router("{redis_url: 'redis://a:1,unix:///tmp/r.sock'}", &env)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("router_settings.redis_url") && e.contains("unix://"),
+        "{e}"
+    );
+    let e = router("{redis_url: 'redis://a:1,http://b:2'}", &env)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("router_settings.redis_url") && e.contains("redis://"),
+        "{e}"
+    );
+    let e = router("{redis_startup_nodes: []}", &env).unwrap_err().to_string();
+    assert!(e.contains("router_settings.redis_startup_nodes"), "{e}");
+    let e = router("{redis_startup_nodes: [{host: a, port: seven}]}", &env)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("redis_startup_nodes"), "{e}");
+
+    // The cache inherits the router's Redis (cluster or not) unless it names its own.
+    let cache = |yaml: &str| {
+        Config::parse(&format!("{ISSUE_EXAMPLE}{yaml}\n"), &env)
+            .unwrap()
+            .cache
+            .unwrap()
+            .backend
+    };
+    match cache(
+        "router_settings: {redis_url: 'redis://a:1,redis://b:2'}\nlitellm_settings: {cache: true, cache_params: {type: redis}}",
+    ) {
+        CacheBackend::Redis { url, cluster } => {
+            assert_eq!((url.expose(), cluster), ("redis://a:1,redis://b:2", true))
+        }
+        other => panic!("{other:?}"),
+    }
+    match cache(
+        "litellm_settings: {cache: true, cache_params: {type: redis, redis_startup_nodes: [{host: c, port: 7000}]}}",
+    ) {
+        CacheBackend::Redis { url, cluster } => assert_eq!((url.expose(), cluster), ("redis://c:7000", true)),
+        other => panic!("{other:?}"),
     }
 }

@@ -10,7 +10,9 @@ fn secret_field(name: &str) -> bool {
         || n.contains("secret")
         || n.contains("token")
         || n.contains("credentials")
-        || n == "redis_url"
+        // Redis URLs carry passwords; webhook URLs often carry tokens.
+        || n == "url"
+        || n.ends_with("_url")
 }
 
 fn mask(v: &mut Value) {
@@ -51,12 +53,25 @@ mod tests {
     #[test]
     fn secrets_are_masked_and_environment_references_kept() {
         let out = mask_secrets(
-            "model_list:\n  - model_name: a\n    litellm_params: {model: gpt-4o, api_key: sk-live-123, rpm: 5}\n  - model_name: b\n    litellm_params: {model: gpt-4o, api_key: os.environ/OPENAI_API_KEY, aws_secret_access_key: abc, vertex_credentials: '{\"private_key\": \"x\"}'}\ngeneral_settings: {master_key: sk-master, etcd_password: pw}\nrouter_settings: {redis_url: 'redis://:pw@h:6379'}\n",
+            "model_list:\n  - model_name: a\n    litellm_params: {model: gpt-4o, api_key: sk-live-123, rpm: 5}\n  - model_name: b\n    litellm_params: {model: gpt-4o, api_key: os.environ/OPENAI_API_KEY, aws_secret_access_key: abc, vertex_credentials: '{\"private_key\": \"x\"}'}\ngeneral_settings: {master_key: sk-master, etcd_password: pw, alert_webhook_url: 'https://hooks.example/T0/XYZ'}\nrouter_settings: {redis_url: 'redis://:pw@h:6379', redis_startup_nodes: [{host: n1, port: 7000}], redis_password: rpw}\nlitellm_settings: {cache_params: {type: redis, url: 'redis://:cpw@c:6379'}}\n",
         );
-        for secret in ["sk-live-123", "sk-master", "abc", "private_key", "pw@"] {
+        for secret in [
+            "sk-live-123",
+            "sk-master",
+            "abc",
+            "private_key",
+            "pw@",
+            "rpw",
+            "cpw@",
+            "XYZ",
+        ] {
             assert!(!out.contains(secret), "{secret} leaked: {out}");
         }
         assert!(out.contains("os.environ/OPENAI_API_KEY"), "{out}");
         assert!(out.contains("rpm: 5"), "{out}");
+        assert!(
+            out.contains("n1") && out.contains("7000"),
+            "seed addresses are not secrets: {out}"
+        );
     }
 }

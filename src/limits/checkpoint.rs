@@ -38,22 +38,29 @@ fn unavailable(e: redis::RedisError) -> LedgerError {
 }
 
 impl FleetLedger {
-    /// Every budget window's spent amount.
+    /// Every budget window's spent amount. Refused while Redis has lost its data and is not
+    /// restored (checked before and after reading): an emptied Redis read between a restart and
+    /// its restore would otherwise overwrite the good checkpoint with nothing.
     pub async fn checkpoint(&self) -> Result<Checkpoint, LedgerError> {
+        let lost = || {
+            LedgerError::Unavailable("redis lost its data and is not restored yet: not checkpointed".into())
+        };
+        if self.needs_restore().await? {
+            return Err(lost());
+        }
         let mut conn = self.connection()?;
         let mut cursor: u64 = 0;
         let mut budgets = Vec::new();
         let now = now_ms();
         loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
+            // Every budget key shares the `{q}` hash tag: on a cluster, one node holds them all.
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
                 .arg("MATCH")
                 .arg("sb:v1:{q}:s:*:b:*")
                 .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await
-                .map_err(unavailable)?;
+                .arg(1000);
+            let (next, keys): (u64, Vec<String>) = conn.query_at(MARKER, scan).await.map_err(unavailable)?;
             for key in keys {
                 let (spent, pttl): (Option<i64>, i64) = redis::pipe()
                     .cmd("HGET")
@@ -72,6 +79,9 @@ impl FleetLedger {
                 break;
             }
             cursor = next;
+        }
+        if self.needs_restore().await? {
+            return Err(lost());
         }
         Ok(Checkpoint { at_ms: now, budgets })
     }

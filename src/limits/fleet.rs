@@ -13,7 +13,10 @@ use arc_swap::ArcSwapOption;
 use redis::Script;
 
 use super::{Demand, Grant, Ledger, LedgerError, Refusal, Scope, ScopeSpend, SpendRecord, SpendRow, now_ms};
-use crate::{cluster::redis::Redis, domain::Cost};
+use crate::{
+    cluster::redis::{Conn, Redis, RedisTarget},
+    domain::Cost,
+};
 
 const BASE: &str = "sb:v1:{q}";
 
@@ -224,8 +227,9 @@ impl FleetLedger {
     /// every call fails with `Unavailable` and each rule applies its failure mode.
     /// `guarded`: a leader checkpoints spend (etcd is configured), so admissions wait for a Redis
     /// that lost its data to be restored first.
-    pub fn start(url: String, guarded: bool) -> Arc<Self> {
-        let redis = crate::cluster::redis::connect_in_background(url, Duration::from_millis(500), "ledger");
+    pub fn start(target: impl Into<RedisTarget>, guarded: bool) -> Arc<Self> {
+        let redis =
+            crate::cluster::redis::connect_in_background(target.into(), Duration::from_millis(500), "ledger");
         Arc::new(Self {
             guarded,
             down_until_ms: std::sync::atomic::AtomicI64::new(0),
@@ -237,11 +241,11 @@ impl FleetLedger {
         })
     }
 
-    pub(super) fn connection(&self) -> Result<redis::aio::ConnectionManager, LedgerError> {
+    pub(super) fn connection(&self) -> Result<Conn, LedgerError> {
         self.conn()
     }
 
-    fn conn(&self) -> Result<redis::aio::ConnectionManager, LedgerError> {
+    fn conn(&self) -> Result<Conn, LedgerError> {
         if now_ms() < self.down_until_ms.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(LedgerError::Unavailable(
                 "redis failed within the last second: not retried yet".into(),

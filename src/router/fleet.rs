@@ -22,7 +22,7 @@ use super::state::{
     DeploymentState, DeploymentView, Health, InFlight, LocalState, MinuteCounts, Outcome, ReplicaInfo,
 };
 use crate::{
-    cluster::redis::{self as r, Redis},
+    cluster::redis::{self as r, Redis, RedisTarget},
     domain::DeploymentId,
 };
 
@@ -87,7 +87,7 @@ impl FleetState {
     /// Starts the shared state: connects in the background (until then, and whenever Redis is
     /// unreachable, decisions are local) and keeps the snapshot in sync.
     pub fn start(
-        url: String,
+        target: RedisTarget,
         replica: String,
         address: String,
         deployments: Vec<DeploymentId>,
@@ -102,7 +102,7 @@ impl FleetState {
             deployments: Mutex::new(deployments),
             degraded: AtomicBool::new(true),
         });
-        tokio::spawn(run(Arc::downgrade(&state), url));
+        tokio::spawn(run(Arc::downgrade(&state), target));
         state
     }
 
@@ -249,10 +249,10 @@ impl FleetState {
 }
 
 /// Connects, subscribes and syncs until the state is dropped; reconnects whenever Redis comes back.
-async fn run(state: Weak<FleetState>, url: String) {
+async fn run(state: Weak<FleetState>, target: RedisTarget) {
     loop {
         let Some(s) = state.upgrade() else { return };
-        match Redis::connect(&url, Duration::from_secs(1), Duration::from_millis(250)).await {
+        match Redis::connect(&target, Duration::from_secs(1), Duration::from_millis(250)).await {
             Ok(redis) => {
                 let redis = Arc::new(redis);
                 s.redis.store(Some(redis.clone()));
