@@ -9,6 +9,7 @@ unless noted):
   nginx       nginx as a plain reverse proxy (the floor any proxy hop costs)
   switchboard Switchboard, single node (master key)
   cluster     Switchboard with Redis and etcd, a virtual key with a budget and rpm/tpm limits
+  rcluster    the same on a three-primary Redis Cluster instead of one Redis (with --redis-cluster)
   litellm     the LiteLLM proxy from PyPI, one worker (skipped with --no-litellm)
 
 Measured per target: closed-loop throughput and server CPU per request (64 callers), the same for
@@ -17,7 +18,9 @@ round medians and pooled p99), streaming time-to-first-chunk overhead, the highe
 with p99 under 5 ms and under 50 ms and no error, and RSS idle and under load. Then 10,000
 concurrent slow streams through one Switchboard replica (peak RSS, streams short of chunks).
 
-Usage: bench/compare.py [--skip-build] [--no-litellm] [--quick]
+For the targets with Redis, the Redis commands per request (from INFO commandstats, every node).
+
+Usage: bench/compare.py [--skip-build] [--no-litellm] [--redis-cluster] [--quick]
 Writes bench/results/<UTC time>.md and prints it. Needs: nginx, redis-server, etcd, taskset; for
 LiteLLM, python3 -m venv (the script installs litellm 1.109.1 into bench/.litellm-venv).
 """
@@ -123,8 +126,59 @@ def load(url, key, *extra, pid=None):
 
 
 class Target:
-    def __init__(self, name, url, key, pid):
+    def __init__(self, name, url, key, pid, redis_ports=()):
         self.name, self.url, self.key, self.pid = name, url, key, pid
+        self.redis_ports = list(redis_ports)
+
+
+# Commands a client sends that scripts never call: each is one round trip. (INFO commandstats also
+# counts every command a Lua script runs, under that command's own name.) The gateway's only other
+# top-level commands, EXISTS/HGET/PTTL of the spend checkpoint, run once a second, not per request.
+ROUND_TRIP_COMMANDS = {"evalsha", "eval", "evalsha_ro", "eval_ro", "script", "ping", "scan", "subscribe",
+                       "hello", "client"}
+
+
+def redis_calls(ports):
+    """(round trips, commands including those run inside scripts) so far, summed over `ports`."""
+    trips = total = 0
+    for port in ports:
+        out = subprocess.run(["redis-cli", "-p", str(port), "info", "commandstats"], capture_output=True,
+                             text=True, check=True).stdout
+        for line in out.splitlines():
+            if line.startswith("cmdstat_") and "calls=" in line:
+                name = line[len("cmdstat_"):].split(":")[0].split("|")[0]
+                calls = int(line.split("calls=")[1].split(",")[0])
+                total += calls
+                trips += calls if name in ROUND_TRIP_COMMANDS else 0
+    return trips, total
+
+
+def start_redis(log, tmp, cluster):
+    """One redis-server, or a three-primary Redis Cluster; returns the node ports."""
+    if not cluster:
+        port = free_port()
+        spawn(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"], CORE_LOAD, log)
+        return [port]
+    ports = [free_port() for _ in range(3)]
+    for port in ports:
+        d = os.path.join(tmp, f"redis-{port}")
+        os.makedirs(d)
+        spawn(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", d,
+               "--cluster-enabled", "yes", "--cluster-port", str(free_port())], CORE_LOAD, log)
+    for port in ports:
+        for _ in range(100):
+            if subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True, text=True).stdout.strip() == "PONG":
+                break
+            time.sleep(0.1)
+    subprocess.run(["redis-cli", "--cluster", "create"] + [f"127.0.0.1:{p}" for p in ports]
+                   + ["--cluster-replicas", "0", "--cluster-yes"], capture_output=True, check=True)
+    for port in ports:
+        for _ in range(200):
+            info = subprocess.run(["redis-cli", "-p", str(port), "cluster", "info"], capture_output=True, text=True).stdout
+            if "cluster_state:ok" in info:
+                break
+            time.sleep(0.1)
+    return ports
 
 
 def measure(t, direct, quick):
@@ -136,6 +190,12 @@ def measure(t, direct, quick):
     wait_idle()
     closed = load(t.url, t.key, "--connections", "64", "--duration", dur, "--warmup", "1", pid=t.pid)
     r["rps"], r["cpu_us"], r["errors"] = closed["rps"], closed.get("cpu_us_per_request"), closed["errors"]
+    if t.redis_ports:
+        # A run without warm-up, so that every request Redis served is counted by the load tool.
+        before = redis_calls(t.redis_ports)
+        run = load(t.url, t.key, "--connections", "64", "--duration", "2", "--warmup", "0")
+        after, n = redis_calls(t.redis_ports), max(1, run["ok"] + run["errors"])
+        r["redis_per_request"] = ((after[0] - before[0]) / n, (after[1] - before[1]) / n)
     r["rss_load_mb"] = (closed.get("peak_rss_kb") or 0) / 1024 if t.pid else None
     stream = load(
         t.url, t.key, "--mode", "http-stream", "--connections", "64", "--duration", dur, "--warmup", "1",
@@ -143,7 +203,7 @@ def measure(t, direct, quick):
     )
     r["stream_rps"], r["stream_cpu_us"] = stream["rps"], stream.get("cpu_us_per_request")
     r["stream_errors"] = stream["errors"] + stream.get("short_streams", 0)
-    if t.name in ("switchboard", "cluster"):
+    if t.name in ("switchboard", "cluster", "rcluster"):
         g = load(t.url, t.key, "--mode", "grpc", "--connections", "64", "--duration", dur, "--warmup", "1", pid=t.pid)
         gs = load(t.url, t.key, "--mode", "grpc-stream", "--connections", "64", "--duration", dur, "--warmup", "1",
                   "--expect-chunks", "20", pid=t.pid)
@@ -224,6 +284,7 @@ def main():
     ap.add_argument("--streams-only", action="store_true", help="only the concurrent-streams run")
     ap.add_argument("--skip-build", action="store_true")
     ap.add_argument("--no-litellm", action="store_true")
+    ap.add_argument("--redis-cluster", action="store_true", help="also measure Switchboard on a Redis Cluster")
     ap.add_argument("--quick", action="store_true", help="shorter runs (for trying the script)")
     a = ap.parse_args()
     for tool in ["taskset", "nginx", "redis-server", "etcd"]:
@@ -274,23 +335,30 @@ http {{ access_log off;
         wait_http(f"http://127.0.0.1:{sport}/health/readiness")
         targets.append(Target("switchboard", f"http://127.0.0.1:{sport}", MASTER, sb.pid))
 
-        rport, eport, epeer = free_port(), free_port(), free_port()
-        spawn(["redis-server", "--port", str(rport), "--save", "", "--appendonly", "no"], CORE_LOAD, log)
+        rports = start_redis(log, tmp, cluster=False)
+        eport, epeer = free_port(), free_port()
         spawn(["etcd", "--data-dir", os.path.join(tmp, "etcd"), "--listen-client-urls", f"http://127.0.0.1:{eport}",
                "--advertise-client-urls", f"http://127.0.0.1:{eport}", "--listen-peer-urls",
                f"http://127.0.0.1:{epeer}", "--initial-advertise-peer-urls", f"http://127.0.0.1:{epeer}",
                "--initial-cluster", f"default=http://127.0.0.1:{epeer}"], CORE_LOAD, log)
-        cluster_cfg = os.path.join(tmp, "cluster.yaml")
-        with open(cluster_cfg, "w") as f:
-            f.write(dep + f"router_settings: {{redis_url: \"redis://127.0.0.1:{rport}\"}}\n"
-                    f"general_settings: {{master_key: {MASTER}, etcd_endpoints: \"127.0.0.1:{eport}\"}}\n")
-        cport = free_port()
-        cl = spawn([sb_bin, "serve", "--config", cluster_cfg, "--listen", f"127.0.0.1:{cport}"], CORE_PROXY, log,
-                   {"RUST_LOG": "warn"})
-        wait_http(f"http://127.0.0.1:{cport}/health/readiness", timeout=60)
-        key = post(f"http://127.0.0.1:{cport}/key/generate",
-                   {"max_budget": 1000000, "rpm_limit": 100000000, "tpm_limit": 10000000000}, MASTER)["key"]
-        targets.append(Target("cluster", f"http://127.0.0.1:{cport}", key, cl.pid))
+        fleets = [("cluster", rports)]
+        if a.redis_cluster:
+            fleets.append(("rcluster", start_redis(log, tmp, cluster=True)))
+        for name, ports in fleets:
+            # Each fleet target has its own etcd prefix, so their keys and leaders never mix.
+            cfg = os.path.join(tmp, f"{name}.yaml")
+            urls = ",".join(f"redis://127.0.0.1:{p}" for p in ports)
+            with open(cfg, "w") as f:
+                f.write(dep + f"router_settings: {{redis_url: \"{urls}\", redis_cluster: {str(name == 'rcluster').lower()}}}\n"
+                        f"general_settings: {{master_key: {MASTER}, etcd_endpoints: \"127.0.0.1:{eport}\", "
+                        f"etcd_prefix: /{name}}}\n")
+            cport = free_port()
+            cl = spawn([sb_bin, "serve", "--config", cfg, "--listen", f"127.0.0.1:{cport}"], CORE_PROXY, log,
+                       {"RUST_LOG": "warn"})
+            wait_http(f"http://127.0.0.1:{cport}/health/readiness", timeout=60)
+            key = post(f"http://127.0.0.1:{cport}/key/generate",
+                       {"max_budget": 1000000, "rpm_limit": 100000000, "tpm_limit": 10000000000}, MASTER)["key"]
+            targets.append(Target(name, f"http://127.0.0.1:{cport}", key, cl.pid, ports))
 
         if not a.no_litellm:
             lcfg = os.path.join(tmp, "litellm.yaml")
@@ -350,7 +418,18 @@ def write_report(results, streams, a):
     if sb and ng and sb["cpu_us"] and ng["cpu_us"]:
         lines.append(f"- Switchboard single node / nginx CPU per request: {sb['cpu_us'] / ng['cpu_us']:.2f}x; "
                      f"throughput {sb['rps'] / ng['rps']:.2f}x of nginx's.")
-    for name in ("switchboard", "cluster"):
+    for name in ("cluster", "rcluster"):
+        if by.get(name, {}).get("redis_per_request") is not None:
+            trips, total = by[name]["redis_per_request"]
+            lines.append(f"- {name}: {trips:.2f} Redis round trips per request, {total:.1f} commands run including "
+                         "those inside the Lua scripts (INFO commandstats on every node over a 2 s closed-loop run, "
+                         "64 callers; budgets and rpm/tpm limits on).")
+    cl, rc = by.get("cluster"), by.get("rcluster")
+    if cl and rc and cl["cpu_us"] and rc["cpu_us"]:
+        lines.append(f"- Redis Cluster / one Redis: CPU per request {rc['cpu_us'] / cl['cpu_us']:.2f}x, added p50 "
+                     f"{fmt(rc.get('added_p50_us'))} vs {fmt(cl.get('added_p50_us'))} us, added p99 "
+                     f"{fmt(rc.get('added_p99_us'))} vs {fmt(cl.get('added_p99_us'))} us.")
+    for name in ("switchboard", "cluster", "rcluster"):
         g = by.get(name, {}).get("grpc")
         if g:
             lines.append(f"- {name} over gRPC (64 callers): unary {fmt(g['rps'])} req/s at {fmt(g['cpu_us'], 1)} us CPU "
