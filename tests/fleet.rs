@@ -573,3 +573,51 @@ async fn redis_stopped_mid_load(mut redis: RedisServer, node: Option<usize>) {
     }
     assert_eq!(a.count(), hit, "after the restart, cooldowns are shared again");
 }
+
+/// With Redis gone, replicas cannot coordinate an `rpm` cap; each admits its share (the cap over
+/// the live replicas it last saw), so the fleet stays within the cap instead of reaching N times it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_each_replica_admits_only_its_share_of_an_rpm_cap() {
+    let mut redis = RedisServer::start().await;
+    let up = FakeOpenAi::replying("ok").await;
+    let yaml = fleet_config(&redis, &[("only", &up, "rpm: 60")], "num_retries: 0");
+    let gws = fleet(3, &yaml).await;
+    let mut clients = Vec::new();
+    for gw in &gws {
+        clients.push(gw.chat().await);
+    }
+    // Heartbeats (every second) tell each replica that the fleet has three members; the burst
+    // must not straddle a minute.
+    let secs = redis.seconds_into_minute().await;
+    if secs > 40 {
+        tokio::time::sleep(Duration::from_secs(61 - secs)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    redis.kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut calls = Vec::new();
+    for client in clients {
+        for _ in 0..50 {
+            let mut c = client.clone();
+            calls.push(tokio::spawn(
+                async move { c.complete(chat_request("g", "hi")).await },
+            ));
+        }
+    }
+    let (mut ok, mut limited) = (0, 0);
+    for c in calls {
+        match c.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                assert_eq!(reason(&e), "DEPLOYMENT_RATE_LIMIT", "{e:?}");
+                limited += 1;
+            }
+        }
+    }
+    println!("rpm 60 without redis: {ok} admitted by three replicas, {limited} refused");
+    assert_eq!(
+        ok, 60,
+        "three shares of 20 (each replica alone would have admitted 50)"
+    );
+    assert_eq!(up.count(), 60);
+}

@@ -146,10 +146,16 @@ fn lock_key(key: &CacheKey) -> String {
 impl RedisStore {
     /// Connects in the background (retrying); until connected the cache is bypassed.
     pub fn start(target: RedisTarget) -> Arc<Self> {
+        let unlock = Script::new(UNLOCK);
         Arc::new(Self {
-            redis: crate::cluster::redis::connect_in_background(target, COMMAND_TIMEOUT, "cache"),
+            redis: crate::cluster::redis::connect_in_background(
+                target,
+                COMMAND_TIMEOUT,
+                "cache",
+                vec![unlock.clone()],
+            ),
             down_until: AtomicI64::new(0),
-            unlock: Script::new(UNLOCK),
+            unlock,
             token: format!("{:032x}", fastrand::u128(..)),
         })
     }

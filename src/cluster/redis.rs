@@ -181,6 +181,19 @@ impl Redis {
         Err(last.unwrap_or_else(|| redis::RedisError::from((redis::ErrorKind::Io, "no redis node"))))
     }
 
+    /// Loads `scripts` on the server (on a cluster, on every primary) so that the first burst of
+    /// calls does not meet NOSCRIPT all at once: each would then load the script itself and run it
+    /// again, and under load some would outlast their timeouts. Best effort: NOSCRIPT stays handled.
+    pub async fn load_scripts(&self, scripts: &[Script]) {
+        let mut conn = self.conn.clone();
+        for script in scripts {
+            if let Err(e) = script.load_async(&mut conn).await {
+                tracing::debug!(error = %e, "redis script not preloaded");
+                return;
+            }
+        }
+    }
+
     pub async fn ping(&self) -> bool {
         let mut c = self.conn.clone();
         c.ping::<String>().await.is_ok()
@@ -194,6 +207,7 @@ pub fn connect_in_background(
     target: RedisTarget,
     response_timeout: Duration,
     who: &'static str,
+    scripts: Vec<Script>,
 ) -> std::sync::Arc<arc_swap::ArcSwapOption<Redis>> {
     let redis = std::sync::Arc::new(arc_swap::ArcSwapOption::empty());
     let slot = std::sync::Arc::downgrade(&redis);
@@ -202,7 +216,10 @@ pub fn connect_in_background(
             let Some(slot) = slot.upgrade() else { return };
             if slot.load().is_none() {
                 match Redis::connect(&target, Duration::from_secs(1), response_timeout).await {
-                    Ok(r) => slot.store(Some(std::sync::Arc::new(r))),
+                    Ok(r) => {
+                        r.load_scripts(&scripts).await;
+                        slot.store(Some(std::sync::Arc::new(r)));
+                    }
                     Err(e) => tracing::debug!(error = %e, who, "redis connect failed"),
                 }
             }

@@ -228,16 +228,27 @@ impl FleetLedger {
     /// `guarded`: a leader checkpoints spend (etcd is configured), so admissions wait for a Redis
     /// that lost its data to be restored first.
     pub fn start(target: impl Into<RedisTarget>, guarded: bool) -> Arc<Self> {
-        let redis =
-            crate::cluster::redis::connect_in_background(target.into(), Duration::from_millis(500), "ledger");
+        let (admit, settle, spend, renew) = (
+            Script::new(ADMIT),
+            Script::new(&SETTLE.replace("DONE_TTL_MS", &DONE_TTL_MS.to_string())),
+            Script::new(SPEND),
+            Script::new(RENEW),
+        );
+        let scripts = vec![admit.clone(), settle.clone(), spend.clone(), renew.clone()];
+        let redis = crate::cluster::redis::connect_in_background(
+            target.into(),
+            Duration::from_millis(500),
+            "ledger",
+            scripts,
+        );
         Arc::new(Self {
             guarded,
             down_until_ms: std::sync::atomic::AtomicI64::new(0),
             redis,
-            admit: Script::new(ADMIT),
-            settle: Script::new(&SETTLE.replace("DONE_TTL_MS", &DONE_TTL_MS.to_string())),
-            spend: Script::new(SPEND),
-            renew: Script::new(RENEW),
+            admit,
+            settle,
+            spend,
+            renew,
         })
     }
 

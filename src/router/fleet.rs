@@ -77,6 +77,10 @@ pub struct FleetState {
     pending: Mutex<HashMap<DeploymentId, Pending>>,
     deployments: Mutex<Vec<DeploymentId>>,
     degraded: AtomicBool,
+    /// Live replicas in the fleet as of the last heartbeat (0: not known yet). Without Redis, each
+    /// replica admits only its share of a deployment's rpm/tpm cap, so that the fleet stays
+    /// within the cap while it cannot coordinate.
+    replicas: std::sync::atomic::AtomicU32,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -101,6 +105,7 @@ impl FleetState {
             pending: Mutex::default(),
             deployments: Mutex::new(deployments),
             degraded: AtomicBool::new(true),
+            replicas: std::sync::atomic::AtomicU32::new(0),
         });
         tokio::spawn(run(Arc::downgrade(&state), target));
         state
@@ -254,6 +259,17 @@ async fn run(state: Weak<FleetState>, target: RedisTarget) {
         let Some(s) = state.upgrade() else { return };
         match Redis::connect(&target, Duration::from_secs(1), Duration::from_millis(250)).await {
             Ok(redis) => {
+                let scripts = [
+                    &r::ADMIT,
+                    &r::CLAIM_PROBE,
+                    &r::COOL_DOWN,
+                    &r::RELEASE_PROBE,
+                    &r::PUBLISH_LOCAL,
+                    &r::SNAPSHOT,
+                    &r::HEARTBEAT,
+                ];
+                let scripts: Vec<redis::Script> = scripts.into_iter().map(|s| (**s).clone()).collect();
+                let _ = tokio::time::timeout(Duration::from_secs(1), redis.load_scripts(&scripts)).await;
                 let redis = Arc::new(redis);
                 s.redis.store(Some(redis.clone()));
                 drop(s);
@@ -297,6 +313,12 @@ async fn serve(state: Weak<FleetState>, redis: Arc<Redis>) {
                     let mut inv = r::HEARTBEAT.key(r::replicas_key());
                     inv.arg(&s.replica).arg(&s.address).arg(env!("CARGO_PKG_VERSION"));
                     let _ = tokio::time::timeout(Duration::from_secs(1), inv.invoke_async::<i64>(&mut conn)).await;
+                    let live = r::LIVE_REPLICAS.key(r::replicas_key());
+                    if let Ok(Ok(v)) =
+                        tokio::time::timeout(Duration::from_secs(1), live.invoke_async::<Vec<String>>(&mut conn)).await
+                    {
+                        s.replicas.store((v.len() / 3) as u32, Ordering::Relaxed);
+                    }
                 }
                 ticks = ticks.wrapping_add(1);
                 match tokio::time::timeout(Duration::from_secs(1), s.sync(&redis)).await {
@@ -314,6 +336,17 @@ async fn serve(state: Weak<FleetState>, redis: Arc<Redis>) {
                 }
             }
         }
+    }
+}
+
+impl FleetState {
+    /// Admits against this replica's share of the caps (the cap divided by the live replicas last
+    /// seen, at least 1), by its own counts: used while Redis cannot decide.
+    fn admit_share(&self, id: &DeploymentId, rpm: Option<u64>, tpm: Option<u64>, tokens: u64) -> bool {
+        let n = u64::from(self.replicas.load(Ordering::Relaxed).max(1));
+        let share = |cap: u64| (cap / n).max(1);
+        self.local
+            .try_admit_now(id, rpm.map(share), tpm.map(share), tokens)
     }
 }
 
@@ -425,11 +458,12 @@ impl DeploymentState for FleetState {
             let capped = rpm.is_some() || tpm.is_some();
             let redis = if capped { self.redis() } else { None };
             let Some(redis) = redis else {
-                // No cap (usage only counts, published in batches), or Redis down (fail open, locally exact).
+                // No cap (usage only counts, published in batches), or Redis down: this replica's
+                // share of the cap, locally exact.
                 if !capped {
                     lock(&self.pending).entry(id.clone()).or_default().tokens += tokens as i64;
                 }
-                return self.local.try_admit_now(id, rpm, tpm, tokens);
+                return self.admit_share(id, rpm, tpm, tokens);
             };
             let mut conn = redis.conn();
             let mut inv = r::ADMIT.key(r::deployment_base(id.as_str()));
@@ -441,7 +475,8 @@ impl DeploymentState for FleetState {
                     }
                     admitted == 1
                 }
-                _ => self.local.try_admit_now(id, rpm, tpm, tokens),
+                // Too slow or failed: decide alone, within this replica's share.
+                _ => self.admit_share(id, rpm, tpm, tokens),
             }
         })
     }

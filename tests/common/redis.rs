@@ -220,6 +220,8 @@ impl RedisServer {
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(self.dir.path().join("server.log"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -236,11 +238,17 @@ impl RedisServer {
             if self.answers().await {
                 return;
             }
-            assert!(
-                started.elapsed() < Duration::from_secs(15),
-                "{} did not become ready",
-                self.flavor.server()
-            );
+            let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || started.elapsed() > Duration::from_secs(15) {
+                let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                panic!(
+                    "{} on port {} did not become ready (exit: {exited:?}); its log ends:\n{}",
+                    self.flavor.server(),
+                    self.port,
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
