@@ -41,12 +41,16 @@ pub struct RedisServer {
     others: Vec<RedisServer>,
 }
 
+/// A free port below Linux's ephemeral range (32768-60999 by default): a server restarted on its
+/// port must find it free, and an ephemeral port can meanwhile be taken as the local end of any
+/// outgoing connection on the machine.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    loop {
+        let port = fastrand::u16(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 impl RedisServer {
