@@ -208,12 +208,12 @@ pub async fn run_as(
         });
     }
     let table = RoutingTable::build(&config, &http);
-    let state: Arc<dyn DeploymentState> = match &config.router.redis_url {
-        Some(url) => {
+    let state: Arc<dyn DeploymentState> = match &config.router.redis {
+        Some(redis) => {
             let ids = config.deployments.iter().map(|d| d.id.clone()).collect();
             tracing::info!(replica = %replica_id, "sharing deployment state through redis");
             FleetState::start(
-                RedisTarget::new(url.expose(), config.router.redis_cluster),
+                RedisTarget::from(redis),
                 replica_id.clone(),
                 listener.local_addr()?.to_string(),
                 ids,
@@ -222,12 +222,11 @@ pub async fn run_as(
         None => Arc::new(LocalState::default()),
     };
     let router = Arc::new(Router::new(table, state));
-    let fleet_ledger = config.router.redis_url.as_ref().map(|url| {
-        FleetLedger::start(
-            RedisTarget::new(url.expose(), config.router.redis_cluster),
-            config.etcd.is_some(),
-        )
-    });
+    let fleet_ledger = config
+        .router
+        .redis
+        .as_ref()
+        .map(|redis| FleetLedger::start(RedisTarget::from(redis), config.etcd.is_some()));
     let ledger: SharedLedger = match &fleet_ledger {
         Some(l) => l.clone(),
         None => Arc::new(LocalLedger::default()),
@@ -314,7 +313,7 @@ pub async fn run_as(
             tracing::info!(
                 backend = match c.backend {
                     crate::config::CacheBackend::Local { .. } => "local",
-                    crate::config::CacheBackend::Redis { .. } => "redis",
+                    crate::config::CacheBackend::Redis(_) => "redis",
                 },
                 ttl_s = c.ttl.as_secs_f64(),
                 "response cache on"

@@ -101,7 +101,7 @@ fn the_shipped_configs_are_valid() {
     let compose = std::fs::read_to_string(deploy("compose/config.yaml")).unwrap();
     let c = Config::parse(&compose, &env).expect("deploy/compose/config.yaml");
     assert!(
-        c.etcd.is_some() && c.router.redis_url.is_some(),
+        c.etcd.is_some() && c.router.redis.is_some(),
         "the compose stack is a fleet"
     );
 
@@ -119,5 +119,5 @@ fn the_shipped_configs_are_valid() {
     };
     let k = Config::parse(text, &env).expect("the ConfigMap's config.yaml");
     assert_eq!(k.deployments.len(), 2);
-    assert!(k.etcd.is_some() && k.router.redis_url.is_some() && k.master_key.is_some());
+    assert!(k.etcd.is_some() && k.router.redis.is_some() && k.master_key.is_some());
 }

@@ -129,22 +129,26 @@ async fn rpm_holds_exactly_across_three_replicas_under_a_burst_on_valkey() {
         .await;
 }
 
-async fn rpm_holds_exactly_across_three_replicas_under_a_burst_on(redis: RedisServer) {
+type ChatClient = switchboard::proto::chat_service_client::ChatServiceClient<tonic::transport::Channel>;
+
+/// Three replicas in front of one deployment capped at `rpm: 60`, and a client of each.
+async fn rpm_fleet(redis: &RedisServer) -> (FakeOpenAi, Vec<Gateway>, Vec<ChatClient>) {
     let up = FakeOpenAi::replying("ok").await;
-    let yaml = fleet_config(&redis, &[("only", &up, "rpm: 60")], "num_retries: 0");
+    let yaml = fleet_config(redis, &[("only", &up, "rpm: 60")], "num_retries: 0");
     let gws = fleet(3, &yaml).await;
     let mut clients = Vec::new();
     for gw in &gws {
         clients.push(gw.chat().await);
     }
-    // The window is the server's minute: do not start a burst that could straddle two (checked
-    // last, right before the burst, with room for a slow machine).
-    if redis.seconds_into_minute().await > 40 {
-        tokio::time::sleep(Duration::from_secs(61 - redis.seconds_into_minute().await)).await;
-    }
+    (up, gws, clients)
+}
+
+/// `per_client` concurrent calls through each client: (answered, refused by the deployment's rate
+/// limit); any other outcome fails the test.
+async fn rpm_burst(clients: &[ChatClient], per_client: usize) -> (usize, usize) {
     let mut calls = Vec::new();
     for client in clients {
-        for _ in 0..50 {
+        for _ in 0..per_client {
             let mut c = client.clone();
             calls.push(tokio::spawn(
                 async move { c.complete(chat_request("g", "hi")).await },
@@ -162,6 +166,17 @@ async fn rpm_holds_exactly_across_three_replicas_under_a_burst_on(redis: RedisSe
             }
         }
     }
+    (ok, limited)
+}
+
+async fn rpm_holds_exactly_across_three_replicas_under_a_burst_on(redis: RedisServer) {
+    let (up, _gws, clients) = rpm_fleet(&redis).await;
+    // The window is the server's minute: do not start a burst that could straddle two (checked
+    // last, right before the burst, with room for a slow machine).
+    if redis.seconds_into_minute().await > 40 {
+        tokio::time::sleep(Duration::from_secs(61 - redis.seconds_into_minute().await)).await;
+    }
+    let (ok, limited) = rpm_burst(&clients, 50).await;
     println!(
         "fleet rpm: {ok} admitted, {limited} refused, upstream saw {}",
         up.count()
@@ -579,13 +594,7 @@ async fn redis_stopped_mid_load(mut redis: RedisServer, node: Option<usize>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_redis_each_replica_admits_only_its_share_of_an_rpm_cap() {
     let mut redis = RedisServer::start().await;
-    let up = FakeOpenAi::replying("ok").await;
-    let yaml = fleet_config(&redis, &[("only", &up, "rpm: 60")], "num_retries: 0");
-    let gws = fleet(3, &yaml).await;
-    let mut clients = Vec::new();
-    for gw in &gws {
-        clients.push(gw.chat().await);
-    }
+    let (up, _gws, clients) = rpm_fleet(&redis).await;
     // Heartbeats (every second) tell each replica that the fleet has three members; the burst
     // must not straddle a minute.
     let secs = redis.seconds_into_minute().await;
@@ -595,25 +604,7 @@ async fn without_redis_each_replica_admits_only_its_share_of_an_rpm_cap() {
     tokio::time::sleep(Duration::from_millis(2500)).await;
     redis.kill();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut calls = Vec::new();
-    for client in clients {
-        for _ in 0..50 {
-            let mut c = client.clone();
-            calls.push(tokio::spawn(
-                async move { c.complete(chat_request("g", "hi")).await },
-            ));
-        }
-    }
-    let (mut ok, mut limited) = (0, 0);
-    for c in calls {
-        match c.await.unwrap() {
-            Ok(_) => ok += 1,
-            Err(e) => {
-                assert_eq!(reason(&e), "DEPLOYMENT_RATE_LIMIT", "{e:?}");
-                limited += 1;
-            }
-        }
-    }
+    let (ok, limited) = rpm_burst(&clients, 50).await;
     println!("rpm 60 without redis: {ok} admitted by three replicas, {limited} refused");
     assert_eq!(
         ok, 60,

@@ -136,9 +136,7 @@ impl ResponseCache {
     pub fn new(settings: CacheSettings) -> Arc<Self> {
         let backend = match &settings.backend {
             CacheBackend::Local { max_size } => Backend::Local(LocalStore::new(*max_size)),
-            CacheBackend::Redis { url, cluster } => {
-                Backend::Redis(RedisStore::start(RedisTarget::new(url.expose(), *cluster)))
-            }
+            CacheBackend::Redis(address) => Backend::Redis(RedisStore::start(RedisTarget::from(address))),
         };
         Arc::new(Self {
             settings,

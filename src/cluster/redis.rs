@@ -13,6 +13,8 @@ use redis::{
     cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr},
 };
 
+use crate::config::RedisAddress;
+
 /// Key and channel prefix; bumped when the layout changes, so old and new code never share data.
 pub const PREFIX: &str = "sb:v1";
 
@@ -37,21 +39,18 @@ impl RedisTarget {
         let cluster = cluster || urls.len() > 1;
         RedisTarget { urls, cluster }
     }
+}
 
-    pub fn is_cluster(&self) -> bool {
-        self.cluster
+impl From<&RedisAddress> for RedisTarget {
+    fn from(a: &RedisAddress) -> RedisTarget {
+        RedisTarget::new(a.url.expose(), a.cluster)
     }
 }
 
+/// A URL, or several comma-separated (a cluster's seeds).
 impl From<String> for RedisTarget {
     fn from(spec: String) -> RedisTarget {
         RedisTarget::new(&spec, false)
-    }
-}
-
-impl From<&str> for RedisTarget {
-    fn from(spec: &str) -> RedisTarget {
-        RedisTarget::new(spec, false)
     }
 }
 
@@ -242,7 +241,8 @@ pub fn replicas_key() -> String {
 }
 
 /// Registers a replica: heartbeat in the sorted set, address and version beside it.
-/// ARGV = replica, address, version. Returns the heartbeat time (ms).
+/// ARGV = replica, address, version. Returns the number of live replicas (heartbeat in the last
+/// 10 s, as [`LIVE_REPLICAS`] counts them), this one included.
 pub static HEARTBEAT: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
     Script::new(
         r"
@@ -251,7 +251,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[1], now, ARGV[1])
 redis.call('SET', KEYS[1] .. ':' .. ARGV[1], ARGV[2] .. ' ' .. ARGV[3], 'PX', 60000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 600000)
-return now
+return redis.call('ZCOUNT', KEYS[1], now - 10000, '+inf')
 ",
     )
 });

@@ -2,8 +2,7 @@
 
 use std::time::Duration;
 
-use super::{ConfigError, raw::RawCacheParams};
-use crate::domain::Secret;
+use super::{ConfigError, RedisAddress, raw::RawCacheParams};
 
 /// A validated response-cache configuration (`None` in [`Config`](super::Config): no cache).
 #[derive(Debug, Clone)]
@@ -31,8 +30,8 @@ pub struct CacheSettings {
 pub enum CacheBackend {
     /// In this process: at most `max_size` entries, least recently used evicted first.
     Local { max_size: usize },
-    /// Shared by every replica: one Redis, or a Redis Cluster (`url` lists its seeds).
-    Redis { url: Secret, cluster: bool },
+    /// Shared by every replica.
+    Redis(RedisAddress),
 }
 
 /// Which callers share cached answers.
@@ -51,7 +50,7 @@ const AT: &str = "litellm_settings.cache_params";
 pub(super) fn validate(
     enabled: Option<bool>,
     params: Option<RawCacheParams>,
-    router_redis: Option<(&Secret, bool)>,
+    router_redis: Option<&RedisAddress>,
 ) -> Result<Option<CacheSettings>, ConfigError> {
     if !enabled.unwrap_or(false) {
         return Ok(None);
@@ -78,9 +77,9 @@ pub(super) fn validate(
                 password: p.password.as_deref(),
                 startup_nodes: p.redis_startup_nodes.as_deref(),
             })?;
-            let (url, cluster) = match (own, router_redis) {
+            let address = match (own, router_redis) {
                 (Some(own), _) => own,
-                (None, Some((url, cluster))) => (url.expose().to_string(), cluster),
+                (None, Some(router)) => router.clone(),
                 (None, None) => {
                     return Err(ConfigError::at(
                         at("type"),
@@ -88,10 +87,7 @@ pub(super) fn validate(
                     ));
                 }
             };
-            CacheBackend::Redis {
-                url: Secret::new(url),
-                cluster,
-            }
+            CacheBackend::Redis(address)
         }
         other @ ("redis-semantic" | "valkey-semantic" | "qdrant-semantic" | "s3" | "gcs" | "disk") => {
             return Err(ConfigError::at(
@@ -108,7 +104,7 @@ pub(super) fn validate(
     };
     let ttl_field = match backend {
         CacheBackend::Local { .. } => p.default_in_memory_ttl,
-        CacheBackend::Redis { .. } => p.default_in_redis_ttl,
+        CacheBackend::Redis(_) => p.default_in_redis_ttl,
     };
     let ttl = match (secs(p.ttl, "ttl")?, secs(ttl_field, "default_ttl")?) {
         (Some(t), _) | (None, Some(t)) => t,

@@ -19,7 +19,9 @@ use crate::domain::{DeploymentId, ModelGroup, Price, Secret};
 pub use cache::{CacheBackend, CacheSettings, Isolation};
 pub use prices::{ModelPrice, PriceTable};
 pub use providers::{Endpoint, ProviderSpec, WireFormat};
-pub use router::{ClassPolicy, Fallbacks, GroupSettings, Hedge, RouterSettings, RoutingStrategy};
+pub use router::{
+    ClassPolicy, Fallbacks, GroupSettings, Hedge, RedisAddress, RouterSettings, RoutingStrategy,
+};
 
 /// A config that passed validation. Cheap to share behind an `Arc`; replaced whole on reload.
 #[derive(Debug, Clone)]
@@ -558,7 +560,7 @@ fn validate(
     let cache = cache::validate(
         raw.litellm_settings.cache,
         raw.litellm_settings.cache_params,
-        router.redis_url.as_ref().map(|url| (url, router.redis_cluster)),
+        router.redis.as_ref(),
     )?;
     if raw.general_settings.trace_content.unwrap_or(false) {
         router.trace_content = Some(raw.general_settings.trace_content_redact.clone());

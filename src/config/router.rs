@@ -160,11 +160,16 @@ pub struct RouterSettings {
     pub max_fallbacks: u32,
     /// Requests that may wait for a free deployment slot, per group.
     pub max_queue: u32,
-    /// Redis for the fleet's shared state (one URL, or a cluster's seeds comma-separated);
-    /// `None`: this replica's state only.
-    pub redis_url: Option<crate::domain::Secret>,
-    /// `redis_url` is a Redis Cluster.
-    pub redis_cluster: bool,
+    /// Redis for the fleet's shared state; `None`: this replica's state only.
+    pub redis: Option<RedisAddress>,
+}
+
+/// Where a Redis is: one server, or a Redis Cluster whose seed nodes `url` lists comma-separated.
+/// The URLs may carry passwords (`Secret` never prints them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisAddress {
+    pub url: crate::domain::Secret,
+    pub cluster: bool,
 }
 
 impl RouterSettings {
@@ -324,14 +329,13 @@ pub(super) fn validate(
         content_policy_fallbacks: fallbacks(cp, &[], &format!("{cp_at}.content_policy_fallbacks"), groups)?,
         max_fallbacks: r.max_fallbacks.unwrap_or(5),
         max_queue: r.max_queue.unwrap_or(1000),
-        redis_url: redis.as_ref().map(|(url, _)| url.clone()),
-        redis_cluster: redis.as_ref().is_some_and(|(_, cluster)| *cluster),
+        redis,
     })
 }
 
 /// Where a Redis is, from the ways a config can say it: a URL (several, comma-separated, for a
-/// cluster), LiteLLM's host/port/password, or LiteLLM's cluster `redis_startup_nodes`. Returns the
-/// URL list and whether it is a cluster; `at` names the block for errors.
+/// cluster), LiteLLM's host/port/password, or LiteLLM's cluster `redis_startup_nodes`; `at` names
+/// the block for errors.
 pub(super) struct RedisFields<'a> {
     pub at: &'a str,
     pub url: Option<&'a str>,
@@ -341,7 +345,7 @@ pub(super) struct RedisFields<'a> {
     pub startup_nodes: Option<&'a [raw::RawRedisNode]>,
 }
 
-pub(super) fn redis_address(f: RedisFields<'_>) -> Result<Option<(String, bool)>, ConfigError> {
+pub(super) fn redis_address(f: RedisFields<'_>) -> Result<Option<RedisAddress>, ConfigError> {
     let auth = f.password.map(|p| format!(":{p}@")).unwrap_or_default();
     let (spec, cluster) = match (f.url, f.startup_nodes, f.host) {
         (Some(url), _, _) => (url.to_string(), false),
@@ -378,7 +382,10 @@ pub(super) fn redis_address(f: RedisFields<'_>) -> Result<Option<(String, bool)>
         }
     }
     let cluster = cluster || urls.len() > 1;
-    Ok(Some((spec, cluster)))
+    Ok(Some(RedisAddress {
+        url: crate::domain::Secret::new(spec),
+        cluster,
+    }))
 }
 
 /// `redis_url`, else LiteLLM's `redis_host`/`redis_port`/`redis_password` or
@@ -386,7 +393,7 @@ pub(super) fn redis_address(f: RedisFields<'_>) -> Result<Option<(String, bool)>
 fn redis_url(
     r: &raw::RawRouterSettings,
     lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<Option<(crate::domain::Secret, bool)>, ConfigError> {
+) -> Result<Option<RedisAddress>, ConfigError> {
     let from_env = lookup("SWITCHBOARD_REDIS_URL");
     let configured = r.redis_url.is_some() || r.redis_host.is_some() || r.redis_startup_nodes.is_some();
     let address = redis_address(RedisFields {
@@ -406,5 +413,8 @@ fn redis_url(
             lookup("SWITCHBOARD_REDIS_CLUSTER").is_some_and(|v| matches!(v.as_str(), "1" | "true" | "yes"))
         }
     };
-    Ok(address.map(|(spec, cluster)| (crate::domain::Secret::new(spec), cluster || forced)))
+    Ok(address.map(|a| RedisAddress {
+        cluster: a.cluster || forced,
+        ..a
+    }))
 }

@@ -442,9 +442,9 @@ fn cache_settings_follow_litellm_and_reject_what_is_not_supported() {
     .unwrap();
     let cache = c.cache.unwrap();
     match &cache.backend {
-        CacheBackend::Redis { url, cluster } => {
+        CacheBackend::Redis(a) => {
             assert_eq!(
-                (url.expose(), *cluster),
+                (a.url.expose(), a.cluster),
                 ("redis://:pw@cache.internal:6380", false)
             )
         }
@@ -501,10 +501,11 @@ fn random_configs_never_panic() {
 fn redis_is_one_server_or_a_cluster_however_the_config_names_it() {
     let router = |settings: &str, env: &dyn Fn(&str) -> Option<String>| {
         let c = Config::parse(&format!("{ISSUE_EXAMPLE}router_settings: {settings}\n"), env)?;
-        Ok::<_, ConfigError>((
-            c.router.redis_url.map(|u| u.expose().to_string()),
-            c.router.redis_cluster,
-        ))
+        Ok::<_, ConfigError>(
+            c.router
+                .redis
+                .map_or((None, false), |a| (Some(a.url.expose().to_string()), a.cluster)),
+        )
     };
     let one = |url: &str| (Some(url.to_string()), false);
     let cluster = |url: &str| (Some(url.to_string()), true);
@@ -576,15 +577,13 @@ fn redis_is_one_server_or_a_cluster_however_the_config_names_it() {
     match cache(
         "router_settings: {redis_url: 'redis://a:1,redis://b:2'}\nlitellm_settings: {cache: true, cache_params: {type: redis}}",
     ) {
-        CacheBackend::Redis { url, cluster } => {
-            assert_eq!((url.expose(), cluster), ("redis://a:1,redis://b:2", true))
-        }
+        CacheBackend::Redis(a) => assert_eq!((a.url.expose(), a.cluster), ("redis://a:1,redis://b:2", true)),
         other => panic!("{other:?}"),
     }
     match cache(
         "litellm_settings: {cache: true, cache_params: {type: redis, redis_startup_nodes: [{host: c, port: 7000}]}}",
     ) {
-        CacheBackend::Redis { url, cluster } => assert_eq!((url.expose(), cluster), ("redis://c:7000", true)),
+        CacheBackend::Redis(a) => assert_eq!((a.url.expose(), a.cluster), ("redis://c:7000", true)),
         other => panic!("{other:?}"),
     }
 }

@@ -111,6 +111,15 @@ impl FleetState {
         state
     }
 
+    /// Admits against this replica's share of the caps (the cap divided by the live replicas last
+    /// seen, at least 1), by its own counts: used while Redis cannot decide.
+    fn admit_share(&self, id: &DeploymentId, rpm: Option<u64>, tpm: Option<u64>, tokens: u64) -> bool {
+        let n = u64::from(self.replicas.load(Ordering::Relaxed).max(1));
+        let share = |cap: u64| (cap / n).max(1);
+        self.local
+            .try_admit_now(id, rpm.map(share), tpm.map(share), tokens)
+    }
+
     /// False while Redis is unreachable (decisions are then this replica's alone).
     pub fn connected(&self) -> bool {
         !self.degraded.load(Ordering::Relaxed)
@@ -312,12 +321,10 @@ async fn serve(state: Weak<FleetState>, redis: Arc<Redis>) {
                     let mut conn = redis.conn();
                     let mut inv = r::HEARTBEAT.key(r::replicas_key());
                     inv.arg(&s.replica).arg(&s.address).arg(env!("CARGO_PKG_VERSION"));
-                    let _ = tokio::time::timeout(Duration::from_secs(1), inv.invoke_async::<i64>(&mut conn)).await;
-                    let live = r::LIVE_REPLICAS.key(r::replicas_key());
-                    if let Ok(Ok(v)) =
-                        tokio::time::timeout(Duration::from_secs(1), live.invoke_async::<Vec<String>>(&mut conn)).await
+                    if let Ok(Ok(live)) =
+                        tokio::time::timeout(Duration::from_secs(1), inv.invoke_async::<u32>(&mut conn)).await
                     {
-                        s.replicas.store((v.len() / 3) as u32, Ordering::Relaxed);
+                        s.replicas.store(live, Ordering::Relaxed);
                     }
                 }
                 ticks = ticks.wrapping_add(1);
@@ -336,17 +343,6 @@ async fn serve(state: Weak<FleetState>, redis: Arc<Redis>) {
                 }
             }
         }
-    }
-}
-
-impl FleetState {
-    /// Admits against this replica's share of the caps (the cap divided by the live replicas last
-    /// seen, at least 1), by its own counts: used while Redis cannot decide.
-    fn admit_share(&self, id: &DeploymentId, rpm: Option<u64>, tpm: Option<u64>, tokens: u64) -> bool {
-        let n = u64::from(self.replicas.load(Ordering::Relaxed).max(1));
-        let share = |cap: u64| (cap / n).max(1);
-        self.local
-            .try_admit_now(id, rpm.map(share), tpm.map(share), tokens)
     }
 }
 

@@ -129,7 +129,7 @@ impl pb::admin_service_server::AdminService for AdminApi {
                 });
             }
         }
-        let shared = table.settings.redis_url.is_some() && state.shared_state_ready();
+        let shared = table.settings.redis.is_some() && state.shared_state_ready();
         let mut replicas: Vec<pb::Replica> = state
             .replicas()
             .await
